@@ -1,0 +1,17 @@
+"""hpo: hyperparameter search for PyTorch models, declared in one YAML file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["report_cost", "__version__"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `hpo --help` and plain imports of hpo stay free of optuna and torch.
+    if name == "report_cost":
+        from hpo.recorder import report_cost
+
+        return report_cost
+    raise AttributeError(f"module 'hpo' has no attribute {name!r}")

@@ -1,0 +1,184 @@
+"""The `hpo` command: each subcommand parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpo.errors import HpoError
+
+
+class _Cli(click.Group):
+    """Turns HpoError into one `Error: ...` line and exit 1; --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HpoError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from None
+
+
+def _configure_logging(debug: bool) -> None:
+    import warnings
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hpo: %(message)s"))
+    logger = logging.getLogger("hpo")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+    if not debug:
+        warnings.filterwarnings("ignore", module="optuna")
+
+
+def _quiet_optuna(debug: bool) -> None:
+    import optuna
+
+    # hpo reports trial failures itself in one line; Optuna's own log adds a traceback.
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and Optuna's own log.")
+@click.version_option(package_name="hpo")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Hyperparameter search for PyTorch models, declared in one YAML file.
+
+    Every study is a plain Optuna study in a SQL database (SQLite beside the
+    study file by default), so optuna and optuna-dashboard read it too.
+
+    Example: hpo run studies/quickstart.yaml
+    """
+    ctx.obj = {"debug": debug}
+    _configure_logging(debug)
+
+
+spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@main.command()
+@spec_argument
+@click.option("--storage", help="Storage URL; overrides $HPO_STORAGE and the file's storage.")
+@click.option("--n-trials", type=click.IntRange(min=1),
+              help="Finished trials the study should have.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to run.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def run(
+    ctx: click.Context, spec_file: Path, storage: str | None, n_trials: int | None,
+    timeout: float | None, quiet: bool,
+) -> None:
+    """Run the study a study file describes, resuming it if it exists.
+
+    Example: hpo run studies/quickstart.yaml --n-trials 20
+    """
+    from hpo import report, runner
+    from hpo.spec import load_spec
+
+    spec = load_spec(spec_file)
+    _quiet_optuna(ctx.obj["debug"])
+    result = runner.run(spec, runner.RunOptions(storage, n_trials, timeout, quiet))
+    if result.stopped_by is not None:
+        click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
+    summary = report.summarize(result.study)
+    click.echo(report.format_summary(summary))
+    click.echo(f"Ran {result.trials_run} trials in {result.seconds:.1f} s; "
+               f"stored in {result.storage_url}")
+    click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
+    ctx.exit(result.exit_code)
+
+
+@main.command()
+@spec_argument
+def validate(spec_file: Path) -> None:
+    """Check a study file and print it with every default filled in.
+
+    Example: hpo validate studies/quickstart.yaml
+    """
+    import yaml
+
+    from hpo.spec import load_spec
+    from hpo.storage import mask_url
+
+    spec = load_spec(spec_file)
+    data = spec.normalized()
+    if data.get("storage"):
+        data["storage"] = mask_url(data["storage"])
+    click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+def _open_study(spec_file: Path | None, storage: str | None, study_name: str | None) -> Any:
+    from hpo.spec import load_spec
+    from hpo.storage import load_existing_study
+
+    if spec_file is None and not (storage and study_name):
+        raise click.UsageError("give a study file, or both --storage and --study")
+    spec = load_spec(spec_file) if spec_file is not None else None
+    return load_existing_study(spec, storage, study_name)
+
+
+study_options = [
+    click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+    click.option("--storage", help="Storage URL (instead of a study file)."),
+    click.option("--study", "study_name", help="Study name (with --storage)."),
+]
+
+
+def _with_study_options(function: Any) -> Any:
+    for option in reversed(study_options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@_with_study_options
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=0),
+              help="How many best trials to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def status(spec_file: Path | None, storage: str | None, study_name: str | None, top: int,
+           as_json: bool) -> None:
+    """Show a study's trial counts by state and its best trials.
+
+    Example: hpo status studies/quickstart.yaml --top 10
+    """
+    from hpo import report
+
+    summary = report.summarize(_open_study(spec_file, storage, study_name), top=top)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(report.format_summary(summary))
+    table = report.format_table(summary)
+    if table:
+        click.echo("\n" + table)
+
+
+@main.command()
+@_with_study_options
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+def export(spec_file: Path | None, storage: str | None, study_name: str | None, fmt: str,
+           out: Path | None) -> None:
+    """Export every trial: number, state, value, params, user attrs, duration.
+
+    Example: hpo export studies/quickstart.yaml --format csv --out trials.csv
+    """
+    from hpo import report
+
+    records = report.trial_records(_open_study(spec_file, storage, study_name))
+    text = report.to_csv(records) if fmt == "csv" else report.to_json(records)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        click.echo(f"Wrote {len(records)} trials to {out}", err=True)

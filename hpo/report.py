@@ -1,0 +1,149 @@
+"""What a study holds, as data and as text: counts by state, best trials, exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+from hpo.pruners import DIVERGED
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """How many trials are in each state, every state listed."""
+    counts = dict.fromkeys(STATE_ORDER, 0)
+    for trial in trials:
+        counts[trial.state.name] += 1
+    return counts
+
+
+def metric_name(study: optuna.Study) -> str:
+    """The metric the study's spec names, or `value` for a study hpo did not create."""
+    return study.user_attrs.get("hpo_spec", {}).get("metric", "value")
+
+
+def ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """COMPLETE trials, best first."""
+    from optuna.study import StudyDirection
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    maximize = study.direction == StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: (-t.value if maximize else t.value, t.number))
+
+
+def summarize(study: optuna.Study, top: int = 5) -> dict[str, Any]:
+    """The study in brief: counts, divergences, time spent, best and top trials."""
+    trials = study.get_trials(deepcopy=False)
+    best = ranked(study, trials)
+    return {
+        "study": study.study_name,
+        "direction": study.direction.name.lower(),
+        "metric": metric_name(study),
+        "counts": state_counts(trials),
+        "diverged": sum(
+            1 for t in trials
+            if str(t.user_attrs.get("prune_reason", "")).startswith(DIVERGED)
+        ),
+        "trial_seconds": round(sum(float(t.user_attrs.get("duration_s", 0)) for t in trials), 3),
+        "best": _trial_brief(best[0]) if best else None,
+        "top": [_trial_brief(t) for t in best[:top]],
+    }
+
+
+def _trial_brief(trial: FrozenTrial) -> dict[str, Any]:
+    return {"number": trial.number, "value": trial.value, "params": trial.params}
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no trials"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for a person: counts, best trial, where to look next."""
+    lines = [f"Study {summary['study']!r}: {format_counts(summary['counts'])}"
+             + (f" ({summary['diverged']} diverged)" if summary["diverged"] else "")]
+    best = summary["best"]
+    if best:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
+        lines.append(
+            f"Best {summary['metric']} = {best['value']:.6g} (trial {best['number']}): {params}"
+        )
+    else:
+        lines.append("No completed trial yet.")
+    return "\n".join(lines)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The top trials as an aligned text table."""
+    rows = summary["top"]
+    if not rows:
+        return ""
+    names = list(dict.fromkeys(k for row in rows for k in row["params"]))
+    header = ["trial", summary["metric"], *names]
+    body = [
+        [str(r["number"]), f"{r['value']:.6g}", *(_short(r["params"].get(n, "")) for n in names)]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *body])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial as plain data: number, state, value, params, user attrs, duration."""
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        duration = t.duration.total_seconds() if t.duration is not None else None
+        records.append({
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            "duration_s": duration,
+            "params": dict(t.params),
+            "user_attrs": dict(t.user_attrs),
+            "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+        })
+    return records
+
+
+def to_json(records: list[dict[str, Any]]) -> str:
+    return json.dumps(records, indent=2, default=str, allow_nan=True) + "\n"
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    """One row a trial; params and user attrs become `params.NAME` / `user_attrs.NAME` columns."""
+    params = list(dict.fromkeys(k for r in records for k in r["params"]))
+    attrs = list(dict.fromkeys(k for r in records for k in r["user_attrs"]))
+    fixed = ["number", "state", "value", "datetime_start", "datetime_complete", "duration_s"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    header = [*fixed, *(f"params.{p}" for p in params), *(f"user_attrs.{a}" for a in attrs)]
+    writer.writerow(header)
+    for r in records:
+        attr_cells = [_cell(r["user_attrs"].get(a)) for a in attrs]
+        writer.writerow([*(_cell(r[k]) for k in fixed),
+                         *(_cell(r["params"].get(p)) for p in params), *attr_cells])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value

@@ -1,0 +1,377 @@
+"""The study file: pydantic models of study.yaml and `load_spec`, where all validation happens."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from hpo.errors import SpecError
+
+Choice = bool | int | float | str | None
+
+# Spec fields that size one run rather than define the study: they may differ between runs
+# and workers of the same study, so they are left out of the stored spec that runs must match.
+RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage")
+
+
+def closest(word: str, candidates: list[str]) -> str | None:
+    """The candidate `word` was most likely meant to be, if any is close."""
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _unknown_key_message(key: str, allowed: list[str]) -> str:
+    hint = closest(key, allowed)
+    did_you_mean = f"did you mean {hint!r}? " if hint else ""
+    return f"unknown key {key!r}; {did_you_mean}allowed keys: {', '.join(allowed)}"
+
+
+class _Strict(BaseModel):
+    """A spec section: unknown keys are errors that suggest the key that was meant."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = list(cls.model_fields)
+            for key in data:
+                if key not in allowed:
+                    raise ValueError(_unknown_key_message(str(key), allowed))
+        return data
+
+
+class _Conditional(_Strict):
+    # `when: {optimizer: [sgd, momentum]}` suggests this entry only for those values.
+    when: dict[str, list[Choice]] | None = None
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _scalars_become_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class FloatParam(_Conditional):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> FloatParam:
+        _check_low_high(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be used together; remove one of them")
+        return self
+
+    @property
+    def is_finite(self) -> bool:
+        return self.step is not None
+
+
+class IntParam(_Conditional):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> IntParam:
+        _check_low_high(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be used together; remove one of them")
+        return self
+
+    is_finite: ClassVar[bool] = True
+
+
+class CategoricalParam(_Conditional):
+    type: Literal["categorical"]
+    choices: list[Choice]
+
+    @field_validator("choices")
+    @classmethod
+    def _check_choices(cls, choices: list[Choice]) -> list[Choice]:
+        if not choices:
+            raise ValueError("choices is empty; list at least one value")
+        repeated = [c for i, c in enumerate(choices) if c in choices[:i]]
+        if repeated:
+            raise ValueError(f"choices lists {repeated[0]!r} more than once")
+        return choices
+
+    is_finite: ClassVar[bool] = True
+
+
+def _check_low_high(low: float, high: float, log: bool) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"low and high must be finite numbers, got low={low}, high={high}")
+    if low >= high:
+        raise ValueError(f"low must be less than high, got low={low}, high={high}")
+    if log and low <= 0:
+        raise ValueError(f"a log scale needs low > 0, got low={low}; raise low or drop log")
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+PARAM_TYPES = ("float", "int", "categorical")
+
+SamplerName = Literal["tpe", "random", "grid"]
+TPE_OPTIONS = ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar")
+
+
+class SamplerSpec(_Strict):
+    type: SamplerName = "tpe"
+    seed: int | None = None
+    # TPE's own options, passed through to optuna.samplers.TPESampler.
+    n_startup_trials: int | None = Field(default=None, ge=0)
+    n_ei_candidates: int | None = Field(default=None, ge=1)
+    multivariate: bool | None = None
+    group: bool | None = None
+    constant_liar: bool | None = None
+
+    @model_validator(mode="after")
+    def _tpe_options_need_tpe(self) -> SamplerSpec:
+        if self.type != "tpe":
+            for option in TPE_OPTIONS:
+                if getattr(self, option) is not None:
+                    raise ValueError(f"{option} is a TPE option; it needs type: tpe")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The TPE options the file sets, as keyword arguments."""
+        return {k: getattr(self, k) for k in TPE_OPTIONS if getattr(self, k) is not None}
+
+
+EarlyName = Literal["median", "percentile", "successive_halving", "hyperband", "none"]
+
+# Which option each early-stopping pruner takes; each maps to the Optuna pruner's argument.
+EARLY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
+    "percentile": (
+        "percentile", "n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials",
+    ),
+    "successive_halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+    "none": (),
+}
+
+
+class EarlySpec(_Strict):
+    type: EarlyName
+    n_startup_trials: int | None = Field(default=None, ge=0)
+    n_warmup_steps: int | None = Field(default=None, ge=0)
+    interval_steps: int | None = Field(default=None, ge=1)
+    n_min_trials: int | None = Field(default=None, ge=1)
+    percentile: float | None = Field(default=None, ge=0, le=100)
+    min_resource: int | Literal["auto"] | None = None
+    max_resource: int | Literal["auto"] | None = None
+    reduction_factor: int | None = Field(default=None, ge=2)
+    min_early_stopping_rate: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> EarlySpec:
+        allowed = EARLY_OPTIONS[self.type]
+        for option in self.options():
+            if option not in allowed:
+                fits = [name for name, opts in EARLY_OPTIONS.items() if option in opts]
+                raise ValueError(f"{option} does not apply to {self.type}; it is for {fits[0]}")
+        if self.type == "percentile" and self.percentile is None:
+            raise ValueError("percentile needs a percentile value, e.g. percentile: 25.0")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The options the file sets, as keyword arguments of the Optuna pruner."""
+        names = [n for n in type(self).model_fields if n != "type"]
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class DivergenceSpec(_Strict):
+    # Stop a trial whose cost exceeds factor x its original cost ("exceeds": exactly 3x goes on).
+    factor: float = Field(default=3.0, gt=1.0)
+
+
+class PrunerSpec(_Strict):
+    divergence: DivergenceSpec | None = DivergenceSpec()
+    early: EarlySpec | None = None
+
+    @field_validator("divergence", mode="before")
+    @classmethod
+    def _booleans(cls, value: Any) -> Any:
+        # `divergence: false` turns the rule off; `true` keeps the default factor.
+        if value is False:
+            return None
+        if value is True:
+            return {}
+        return value
+
+    @field_serializer("divergence")
+    def _off_is_false(self, value: DivergenceSpec | None) -> Any:
+        return False if value is None else value.model_dump()
+
+
+class ObjectiveSpec(_Strict):
+    # "package.module:function", or "path/to/file.py:function" relative to the study file.
+    callable: str = Field(pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StudySpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^\S(.*\S)?$")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    metric: str = "value"
+    n_trials: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    storage: str | None = None
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    objective: ObjectiveSpec
+    search_space: dict[str, Param] = {}
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path:
+        """The study file this spec was read from (the folder relative paths start from)."""
+        return self._source or Path("study.yaml").absolute()
+
+    @model_validator(mode="after")
+    def _check_whole_study(self) -> StudySpec:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("n_trials: set n_trials (or a timeout) so the study can end")
+        _check_conditions(self.search_space)
+        if self.sampler.type == "grid":
+            _check_grid(self.search_space)
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The normalized spec that every run and worker of this study must agree on."""
+        return self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS), exclude_none=True)
+
+    def normalized(self) -> dict[str, Any]:
+        """The whole spec with every default filled in, as plain data."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _check_conditions(space: dict[str, Any]) -> None:
+    names = list(space)
+    for name, entry in space.items():
+        for parent, values in (entry.when or {}).items():
+            where = f"search_space.{name}.when.{parent}"
+            if parent not in space or parent == name:
+                hint = closest(parent, [n for n in names if n != name])
+                suffix = f"; did you mean {hint!r}?" if hint else ""
+                raise ValueError(
+                    f"{where}: names {parent!r}, which is not in search_space{suffix}"
+                )
+            parent_entry = space[parent]
+            if not isinstance(parent_entry, CategoricalParam):
+                raise ValueError(
+                    f"{where}: {parent!r} must be a categorical entry to condition on"
+                )
+            for value in values:
+                if value not in parent_entry.choices:
+                    raise ValueError(
+                        f"{where}: {value!r} is not one of {parent!r}'s choices "
+                        f"{parent_entry.choices}"
+                    )
+    for name in names:
+        _check_no_cycle(space, name, [])
+
+
+def _check_no_cycle(space: dict[str, Any], name: str, path: list[str]) -> None:
+    if name in path:
+        cycle = " -> ".join([*path[path.index(name):], name])
+        raise ValueError(f"search_space.{name}.when: conditions form a cycle: {cycle}")
+    for parent in space[name].when or {}:
+        _check_no_cycle(space, parent, [*path, name])
+
+
+def _check_grid(space: dict[str, Any]) -> None:
+    if not space:
+        raise ValueError("search_space: the grid sampler needs at least one entry")
+    for name, entry in space.items():
+        if not entry.is_finite:
+            raise ValueError(
+                f"search_space.{name}: the grid sampler needs finite values, but this float "
+                f"range has none; add a step (e.g. step: {(entry.high - entry.low) / 4:g}) "
+                "or use sampler type random or tpe"
+            )
+        if entry.when:
+            raise ValueError(
+                f"search_space.{name}.when: the grid sampler cannot run conditional entries; "
+                "drop when: or use sampler type random or tpe"
+            )
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    # Discriminated unions add the entry's type tag to the location; the user never wrote it.
+    if len(parts) >= 3 and parts[0] == "search_space" and parts[2] in PARAM_TYPES:
+        del parts[2]
+    return ".".join(parts)
+
+
+def _format_error(path: Path, error: dict[str, Any]) -> str:
+    where = _format_location(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":
+        tag = error["ctx"]["tag"]
+        hint = closest(tag, list(PARAM_TYPES))
+        message = f"unknown type {tag!r}; " + (f"did you mean {hint!r}? " if hint else "")
+        message += f"allowed types: {', '.join(PARAM_TYPES)}"
+    elif error["type"] == "union_tag_not_found":
+        message = f"missing type; give one of: {', '.join(PARAM_TYPES)}"
+    elif error["type"] not in ("value_error", "missing") and "input" in error:
+        if not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+    prefix = f"{path}: {where}: " if where else f"{path}: "
+    return prefix + message
+
+
+def parse_spec(data: Any, path: Path) -> StudySpec:
+    """Validate already-parsed YAML data as a study spec read from `path`."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the file must be a YAML mapping of study fields, got {data!r}")
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_format_error(path, e.errors()[0])) from None
+    spec._source = path.absolute()
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file; any problem is a one-line SpecError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such study file") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the study file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+        raise SpecError(f"{path}: YAML syntax error at {where}: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: YAML syntax error: {e}") from None
+    return parse_spec(data, path)

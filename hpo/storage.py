@@ -1,0 +1,132 @@
+"""Where a study lives: URL resolution, SQLite settings, engine options, password masking."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo.errors import StorageError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import RDBStorage
+
+    from hpo.spec import StudySpec
+
+STORAGE_ENV = "HPO_STORAGE"
+# Seconds a SQLite writer waits for another's lock before giving up ("database is locked").
+SQLITE_BUSY_TIMEOUT = 60
+
+
+def default_sqlite_url(spec: StudySpec) -> str:
+    """`sqlite:///<spec's folder>/<name>.db`, the embedded default."""
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name) + ".db"
+    return f"sqlite:///{spec.source.parent / filename}"
+
+
+def resolve_storage_url(spec: StudySpec, cli_url: str | None = None) -> str:
+    """`--storage`, then $HPO_STORAGE, then the file's `storage:`, else SQLite beside the file."""
+    return cli_url or os.environ.get(STORAGE_ENV) or spec.storage or default_sqlite_url(spec)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print and log."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def url_password(url: str) -> str | None:
+    """The password in a storage URL, if it has one (to scrub it from any text)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password
+    except (ArgumentError, ValueError):
+        found = re.search(r"://[^:/@]*:([^@]*)@", url)
+        return found.group(1) if found else None
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL's password replaced by ***."""
+    password = url_password(url)
+    return text.replace(str(password), "***") if password else text
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _prepare_sqlite(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # WAL lets a reader (the dashboard) read while a worker writes, without "database is
+    # locked". The mode is stored in the file, so setting it once covers every later
+    # connection; synchronous stays at its default, FULL, so each commit is durable.
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    connection.close()
+
+
+def engine_options(url: str) -> dict:
+    """SQLAlchemy engine options for a storage URL."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    # Server databases: check a pooled connection before use, keep few per worker.
+    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 3600}
+
+
+def open_storage(url: str) -> RDBStorage:
+    """Open (creating tables if needed) the Optuna RDB storage at `url`."""
+    import optuna
+
+    sqlite_path = _sqlite_path(url)
+    try:
+        if sqlite_path is not None:
+            _prepare_sqlite(sqlite_path)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+    except ModuleNotFoundError as e:
+        raise StorageError(
+            f"storage {mask_url(url)}: its database driver is not installed ({e.name}); "
+            "install hpo[server] for PostgreSQL and MySQL"
+        ) from None
+    except Exception as e:  # SQLAlchemy and drivers raise many kinds; all mean "cannot open".
+        detail = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
+        raise StorageError(f"cannot open storage {mask_url(url)}: {detail}") from None
+
+
+def load_existing_study(
+    spec: StudySpec | None, cli_url: str | None = None, study_name: str | None = None
+) -> optuna.Study:
+    """Open a study that must already exist, for reading (status, export)."""
+    import optuna
+
+    if spec is not None:
+        url = resolve_storage_url(spec, cli_url)
+        study_name = study_name or spec.name
+    else:
+        assert cli_url is not None and study_name is not None
+        url = cli_url
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None and not sqlite_path.exists():
+        raise StorageError(
+            f"no study database at {sqlite_path}; run `hpo run` on the study file first"
+        )
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise StorageError(
+            f"no study named {study_name!r} in {mask_url(url)}; it has: "
+            f"{', '.join(names) or 'no studies'}"
+        ) from None
