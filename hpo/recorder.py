@@ -15,12 +15,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages import RDBStorage
 
 from hpo.pruners import DivergenceMonitor
+from hpo.storage import rdb_backend
 
 if TYPE_CHECKING:
-    from optuna.storages import BaseStorage
+    from optuna.storages import BaseStorage, RDBStorage
 
 DEFAULT_FLUSH_INTERVAL = 1.0
 
@@ -47,6 +47,7 @@ class TrialRecorder:
         self._last_flush = time.monotonic()
         self._values: dict[int, float] = {}
         self._attrs: dict[str, Any] = {}
+        self._written_keys: set[str] = set()
         self.prune_reason: str | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -88,7 +89,9 @@ class TrialRecorder:
     def flush(self) -> None:
         """Write every buffered report and attribute of the trial."""
         if self._values or self._attrs:
-            write_trial_rows(self._storage, self._trial_id, self._values, self._attrs)
+            rewritten = self._written_keys.intersection(self._attrs)
+            write_trial_rows(self._storage, self._trial_id, self._values, self._attrs, rewritten)
+            self._written_keys.update(self._attrs)
             self._values, self._attrs = {}, {}
         self._last_flush = time.monotonic()
 
@@ -105,27 +108,34 @@ def report_cost(trial: optuna.Trial, cost: float, step: int) -> None:
         recorder.check_cost(float(cost), int(step))
 
 
-def _rdb_backend(storage: BaseStorage) -> RDBStorage | None:
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache.
-    return backend if isinstance(backend, RDBStorage) else None
-
-
 def write_trial_rows(
-    storage: BaseStorage, trial_id: int, values: dict[int, float], attrs: dict[str, Any]
+    storage: BaseStorage,
+    trial_id: int,
+    values: dict[int, float],
+    attrs: dict[str, Any],
+    rewritten: frozenset[str] | set[str] = frozenset(),
 ) -> None:
-    """Write a running trial's intermediate values and user attributes in one transaction."""
-    backend = _rdb_backend(storage)
+    """Write a running trial's intermediate values and user attributes in one transaction.
+
+    Steps are new by construction (`Trial.report` ignores a step reported twice); attributes
+    named in `rewritten` are already stored and are replaced.
+    """
+    backend = rdb_backend(storage)
     if backend is None:
         for step, value in values.items():
             storage.set_trial_intermediate_value(trial_id, step, value)
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    _write_rdb_rows(backend, trial_id, values, attrs)
+    _write_rdb_rows(backend, trial_id, values, attrs, rewritten)
 
 
 def _write_rdb_rows(
-    backend: RDBStorage, trial_id: int, values: dict[int, float], attrs: dict[str, Any]
+    backend: RDBStorage,
+    trial_id: int,
+    values: dict[int, float],
+    attrs: dict[str, Any],
+    rewritten: set[str],
 ) -> None:
     import json
 
@@ -152,16 +162,13 @@ def _write_rdb_rows(
                 f"Trial#{trial_id} has already finished and can not be updated."
             )
         if value_rows:
-            ivm = models.TrialIntermediateValueModel
-            session.execute(
-                delete(ivm).where(ivm.trial_id == trial_id, ivm.step.in_(list(values)))
-            )
-            session.execute(insert(ivm), value_rows)
-        if attrs:
+            session.execute(insert(models.TrialIntermediateValueModel), value_rows)
+        if rewritten:
             session.execute(
                 delete(attr_model)
-                .where(attr_model.trial_id == trial_id, attr_model.key.in_(list(attrs)))
+                .where(attr_model.trial_id == trial_id, attr_model.key.in_(list(rewritten)))
             )
+        if attrs:
             session.execute(insert(attr_model), [
                 {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                 for key, value in attrs.items()

@@ -23,7 +23,7 @@ from hpo.objective import Objective, build_objective
 from hpo.pruners import CompositePruner, DivergenceMonitor, make_pruner
 from hpo.recorder import TrialRecorder
 from hpo.samplers import make_sampler
-from hpo.storage import mask_url, open_storage, resolve_storage_url
+from hpo.storage import count_trials, mask_url, open_storage, resolve_storage_url
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -160,6 +160,7 @@ class _TrialRun:
         self.worker = {"worker_host": socket.gethostname(), "worker_pid": os.getpid()}
         self.failures_in_a_row = 0
         self.last_error: BaseException | None = None
+        self.values: list[float] = []
 
     def __call__(self, trial: optuna.Trial) -> float:
         divergence = self.spec.pruner.divergence
@@ -177,6 +178,7 @@ class _TrialRun:
                 value = self.objective(trial)
             value = self._check_value(value)
             self.failures_in_a_row = 0
+            self.values.append(value)
             return value
         except optuna.TrialPruned as e:
             outcome["prune_reason"] = (
@@ -218,11 +220,11 @@ def _progress(spec: StudySpec, total: int | None, done: int, quiet: bool) -> Any
                 dynamic_ncols=True, leave=True)
 
 
-def _best_value(trials: list[optuna.trial.FrozenTrial], maximize: bool) -> float | None:
-    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if not values:
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no completed trial yet
         return None
-    return max(values) if maximize else min(values)
 
 
 def run(spec: StudySpec, options: RunOptions) -> RunResult:
@@ -244,13 +246,16 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
     trial_run = _TrialRun(spec, objective, pruner, signals)
     started = time.perf_counter()
     trials_run = 0
-    maximize = spec.direction == "maximize"
 
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
-    progress = _progress(spec, budget, len(finished), options.quiet)
+    finished = count_trials(study, FINISHED)
+    # The bar's best is the study's at start, then this worker's: reading the study's best
+    # after every trial would cost a query per trial for a number on the screen.
+    best = _best_value(study)
+    pick_best = max if spec.direction == "maximize" else min
+    progress = _progress(spec, budget, finished, options.quiet)
     with signals.installed(), progress:
         while signals.received is None:
-            if budget is not None and len(finished) >= budget:
+            if budget is not None and finished >= budget:
                 break
             if timeout is not None and time.perf_counter() - started >= timeout:
                 break
@@ -268,10 +273,11 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                     f"{type(error).__name__}: {error}; fix the objective (run with --debug "
                     "for the traceback)"
                 ) from error
-            now_finished = study.get_trials(deepcopy=False, states=FINISHED)
-            progress.update(len(now_finished) - len(finished))
+            now_finished = count_trials(study, FINISHED)
+            progress.update(now_finished - finished)
             finished = now_finished
-            best = _best_value(finished, maximize)
+            if trial_run.values:
+                best = pick_best([trial_run.values[-1]] + ([best] if best is not None else []))
             if best is not None:
                 progress.set_postfix_str(f"best {spec.metric}={best:.6g}", refresh=False)
     return RunResult(

@@ -12,7 +12,8 @@ from hpo.errors import StorageError
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.storages import RDBStorage
+    from optuna.storages import BaseStorage, RDBStorage
+    from optuna.trial import TrialState
 
     from hpo.spec import StudySpec
 
@@ -130,3 +131,29 @@ def load_existing_study(
             f"no study named {study_name!r} in {mask_url(url)}; it has: "
             f"{', '.join(names) or 'no studies'}"
         ) from None
+
+
+def rdb_backend(storage: BaseStorage) -> RDBStorage | None:
+    """The RDBStorage behind a study's storage (Optuna wraps it in a cache), if it is one."""
+    from optuna.storages import RDBStorage
+
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    """How many of the study's trials are in `states`, counted by the database.
+
+    Optuna's own count loads every trial; a worker asks before each trial, so it counts in SQL.
+    """
+    backend = rdb_backend(study._storage)
+    if backend is None:
+        return len(study.get_trials(deepcopy=False, states=states))
+    from optuna.storages._rdb import models
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    trial = models.TrialModel
+    query = select(func.count()).where(trial.study_id == study._study_id, trial.state.in_(states))
+    with Session(backend.engine) as session:
+        return session.execute(query).scalar_one()
