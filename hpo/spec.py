@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -14,7 +15,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
-    field_serializer,
     field_validator,
     model_validator,
 )
@@ -209,22 +209,18 @@ class DivergenceSpec(_Strict):
 
 
 class PrunerSpec(_Strict):
-    divergence: DivergenceSpec | None = DivergenceSpec()
+    # `divergence: false` turns the rule off; `true` keeps the default factor.
+    divergence: DivergenceSpec | Literal[False] = DivergenceSpec()
     early: EarlySpec | None = None
 
     @field_validator("divergence", mode="before")
     @classmethod
-    def _booleans(cls, value: Any) -> Any:
-        # `divergence: false` turns the rule off; `true` keeps the default factor.
-        if value is False:
-            return None
+    def _true_is_default(cls, value: Any) -> Any:
         if value is True:
             return {}
+        if value is not False and not isinstance(value, dict):
+            raise ValueError(f"give a mapping such as {{factor: 3.0}}, or false; got {value!r}")
         return value
-
-    @field_serializer("divergence")
-    def _off_is_false(self, value: DivergenceSpec | None) -> Any:
-        return False if value is None else value.model_dump()
 
 
 class ObjectiveSpec(_Strict):
@@ -320,12 +316,16 @@ def _check_grid(space: dict[str, Any]) -> None:
             )
 
 
+_UNION_MEMBER = re.compile(r"^([A-Z]\w*Spec|literal\[.*\]|int|float|bool|str|function-.*)$")
+
+
 def _format_location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     # Discriminated unions add the entry's type tag to the location; the user never wrote it.
     if len(parts) >= 3 and parts[0] == "search_space" and parts[2] in PARAM_TYPES:
         del parts[2]
-    return ".".join(parts)
+    # Other unions add the member they tried (`DivergenceSpec`, `literal[False]`, `int`).
+    return ".".join(p for p in parts if not _UNION_MEMBER.match(p))
 
 
 def _format_error(path: Path, error: dict[str, Any]) -> str:
@@ -371,7 +371,10 @@ def load_spec(path: str | Path) -> StudySpec:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        raise SpecError(f"{path}: YAML syntax error at {where}: {e.problem}") from None
+        context = ""
+        if e.context and e.context_mark:
+            context = f" ({e.context} at line {e.context_mark.line + 1})"
+        raise SpecError(f"{path}: YAML syntax error at {where}: {e.problem}{context}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: YAML syntax error: {e}") from None
     return parse_spec(data, path)

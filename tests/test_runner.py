@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import cli, load, write_study
+
+BASE = """
+name: quad
+direction: {direction}
+n_trials: {n_trials}
+sampler: {sampler}
+objective: {{callable: "objective.py:{function}"}}
+search_space:
+  x: {{type: float, low: -5.0, high: 5.0{x_extra}}}
+  kind: {{type: categorical, choices: [a, b]}}
+"""
+
+
+def study_file(tmp_path, n_trials=10, sampler="{type: tpe, seed: 0}", function="objective",
+               direction="minimize", x_extra=""):
+    return write_study(tmp_path, BASE.format(
+        n_trials=n_trials, sampler=sampler, function=function, direction=direction,
+        x_extra=x_extra,
+    ))
+
+
+@pytest.mark.parametrize("sampler", ["{type: tpe, seed: 0}", "{type: random, seed: 0}",
+                                     "{type: tpe, seed: 1, n_startup_trials: 3}"])
+def test_sampler_runs_to_completion(tmp_path, sampler):
+    path = study_file(tmp_path, n_trials=12, sampler=sampler)
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    study = load(path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 12
+    assert study.best_value == min(t.value for t in study.trials)
+    assert "Study 'quad': 12 complete" in result.output
+    assert f"Best value = {study.best_value:.6g} (trial {study.best_trial.number})" in result.output
+
+
+def test_seeded_sampler_repeats_its_trials(tmp_path):
+    first = study_file(tmp_path / "a", n_trials=6, sampler="{type: random, seed: 3}")
+    second = study_file(tmp_path / "b", n_trials=6, sampler="{type: random, seed: 3}")
+    cli("run", first, "-q")
+    cli("run", second, "-q")
+    assert [t.params for t in load(first).trials] == [t.params for t in load(second).trials]
+
+
+def grid_study(tmp_path, n_trials):
+    return write_study(tmp_path, f"""
+        name: quad
+        n_trials: {n_trials}
+        sampler: {{type: grid, seed: 0}}
+        objective: {{callable: "objective.py:objective"}}
+        search_space:
+          x: {{type: float, low: 0.0, high: 1.0, step: 0.5}}
+          kind: {{type: categorical, choices: [a, b]}}
+          n: {{type: int, low: 1, high: 2}}
+    """)
+
+
+def test_grid_evaluates_each_point_once_and_ends_with_the_grid(tmp_path):
+    path = grid_study(tmp_path, n_trials=100)
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    points = [tuple(sorted(t.params.items())) for t in load(path).trials]
+    assert len(points) == 3 * 2 * 2
+    assert len(set(points)) == len(points)
+    assert {p[2][1] for p in points} == {0.0, 0.5, 1.0}  # x values from the step
+    # A rerun of a finished grid runs nothing more.
+    assert cli("run", path, "-q").exit_code == 0
+    assert len(load(path).trials) == 12
+
+
+def test_grid_smaller_budget_runs_that_many_distinct_points(tmp_path):
+    path = grid_study(tmp_path, n_trials=5)
+    assert cli("run", path, "-q").exit_code == 0
+    points = [tuple(sorted(t.params.items())) for t in load(path).trials]
+    assert len(points) == len(set(points)) == 5
+
+
+def test_resume_and_n_trials_override(tmp_path):
+    path = study_file(tmp_path, n_trials=8)
+    assert cli("run", path, "-q", "--n-trials", "3").exit_code == 0
+    assert len(load(path).trials) == 3
+    assert cli("run", path, "-q").exit_code == 0  # resumes: 5 more, not 8
+    assert len(load(path).trials) == 8
+    assert cli("run", path, "-q").exit_code == 0  # budget met: nothing runs
+    assert len(load(path).trials) == 8
+    result = cli("run", path, "-q", "--n-trials", "10")
+    assert "Ran 2 trials" in result.output
+    assert len(load(path).trials) == 10
+
+
+def test_budget_counts_pruned_but_not_failed_trials(tmp_path):
+    path = write_study(tmp_path, """
+        name: quad
+        n_trials: 6
+        sampler: {type: random, seed: 0}
+        objective: {callable: "objective.py:objective"}
+        search_space:
+          outcome: {type: categorical, choices: [ok, prune, fail]}
+    """, objective='''
+import optuna
+
+
+def objective(trial):
+    outcome = trial.params["outcome"]
+    if outcome == "prune":
+        raise optuna.TrialPruned("asked to")
+    if outcome == "fail":
+        raise ValueError("asked to fail")
+    return 1.0
+''')
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    trials = load(path).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(finished) == 6
+    assert failed, "seed 0 draws some failures"
+    for trial in failed:
+        assert trial.user_attrs["fail_reason"] == "ValueError: asked to fail"
+    for trial in trials:
+        if trial.state == TrialState.PRUNED:
+            assert trial.user_attrs["prune_reason"] == "asked to"
+
+
+def _rows(db_path):
+    with sqlite3.connect(db_path) as connection:
+        tables = [r[0] for r in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {t: connection.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+
+
+def test_changed_spec_is_refused_and_writes_nothing(tmp_path):
+    path = study_file(tmp_path, n_trials=3)
+    assert cli("run", path, "-q").exit_code == 0
+    before = _rows(tmp_path / "quad.db")
+    path.write_text(path.read_text().replace("high: 5.0", "high: 9.0"))
+    result = cli("run", path, "-q")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert ("was created from a different spec: search_space.x.high is 5.0 there but 9.0 in "
+            "study.yaml; to start a new study, change `name:`") in result.output
+    assert _rows(tmp_path / "quad.db") == before
+
+
+def test_budget_fields_may_change_between_runs(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    assert cli("run", path, "-q").exit_code == 0
+    path.write_text(path.read_text().replace("n_trials: 2", "n_trials: 4"))
+    assert cli("run", path, "-q").exit_code == 0
+    assert len(load(path).trials) == 4
+
+
+def test_spec_is_stored_in_the_study(tmp_path):
+    path = study_file(tmp_path, n_trials=1)
+    cli("run", path, "-q")
+    stored = load(path).user_attrs["hpo_spec"]
+    assert stored["search_space"]["x"] == {"type": "float", "low": -5.0, "high": 5.0,
+                                           "log": False}
+    assert "n_trials" not in stored and "storage" not in stored
+
+
+def test_trial_records_worker_and_duration(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    cli("run", path, "-q")
+    for trial in load(path).trials:
+        assert trial.user_attrs["worker_host"] == socket.gethostname()
+        assert trial.user_attrs["worker_pid"] == os.getpid()
+        assert 0 <= trial.user_attrs["duration_s"] < 5
+
+
+def test_reports_are_stored(tmp_path):
+    path = study_file(tmp_path, n_trials=3, function="reporting")
+    assert cli("run", path, "-q").exit_code == 0
+    for trial in load(path).trials:
+        x = trial.params["x"]
+        assert trial.intermediate_values == pytest.approx(
+            {step: (x - 2.0) ** 2 + 1.0 / (step + 1) for step in range(5)})
+
+
+def test_objective_failing_every_time_stops_with_one_line(tmp_path):
+    path = study_file(tmp_path, n_trials=20, function="failing")
+    result = cli("run", path, "-q")
+    assert result.exit_code == 1
+    assert ("Error: 5 trials in a row failed, the last with RuntimeError: the objective is "
+            "broken; fix the objective (run with --debug for the traceback)") in result.output
+    assert "Traceback" not in result.output
+    assert [t.state for t in load(path).trials] == [TrialState.FAIL] * 5
+
+
+@pytest.mark.parametrize(("returned", "reason"), [
+    ("float('nan')", "ValueError: the objective returned nan, not a finite number"),
+    ("None", "TypeError: the objective returned None, not a number"),
+])
+def test_non_numeric_result_fails_the_trial(tmp_path, returned, reason):
+    path = write_study(tmp_path, """
+        name: quad
+        n_trials: 1
+        objective: {callable: "objective.py:objective"}
+    """, objective=f"def objective(trial):\n    return {returned}\n")
+    cli("run", path, "-q", "--n-trials", "1")
+    trial = load(path).trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == reason
+
+
+def test_maximize(tmp_path):
+    path = study_file(tmp_path, n_trials=10, function="maximize", direction="maximize")
+    assert cli("run", path, "-q").exit_code == 0
+    study = load(path)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.best_value == max(t.value for t in study.trials)
+
+
+def test_timeout_stops_starting_trials(tmp_path):
+    path = write_study(tmp_path, """
+        name: quad
+        timeout: 0.6
+        objective: {callable: "objective.py:objective"}
+    """, objective="import time\n\ndef objective(trial):\n    time.sleep(0.25)\n    return 1.0\n")
+    assert cli("run", path, "-q").exit_code == 0
+    assert 2 <= len(load(path).trials) <= 4
+
+
+def test_study_readable_by_optuna_cli(tmp_path):
+    path = study_file(tmp_path, n_trials=3)
+    cli("run", path, "-q")
+    optuna_cli = os.path.join(os.path.dirname(sys.executable), "optuna")
+    output = subprocess.run(
+        [optuna_cli, "trials", "--study-name", "quad", "--storage",
+         f"sqlite:///{tmp_path}/quad.db", "-f", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    trials = json.loads(output)
+    assert [t["state"] for t in trials] == ["COMPLETE"] * 3
+    assert {t["number"] for t in trials} == {0, 1, 2}
