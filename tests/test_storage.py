@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 import optuna
 import pytest
@@ -97,7 +98,7 @@ def test_status_of_missing_database(tmp_path):
 # The recorder writes rows with its own SQL; check it on every backend.
 def test_recorder_writes_reports_and_attrs_in_one_go(storage_url):
     storage = open_storage(storage_url)
-    study = optuna.create_study(storage=storage, study_name=f"t-recorder-{id(storage)}")
+    study = optuna.create_study(storage=storage, study_name=f"t-recorder-{uuid.uuid4().hex}")
     trial = study.ask()
     recorder = TrialRecorder(trial.storage, trial._trial_id, None, reports_are_costs=True,
                              flush_interval=3600)
@@ -126,7 +127,7 @@ def test_recorder_writes_reports_and_attrs_in_one_go(storage_url):
 
 def test_recorder_refuses_a_finished_trial(storage_url):
     storage = open_storage(storage_url)
-    study = optuna.create_study(storage=storage, study_name=f"t-finished-{id(storage)}")
+    study = optuna.create_study(storage=storage, study_name=f"t-finished-{uuid.uuid4().hex}")
     trial = study.ask()
     recorder = TrialRecorder(trial.storage, trial._trial_id, None, True, flush_interval=3600)
     recorder.set_attrs({"late": True})
