@@ -22,7 +22,8 @@ def spec_with(tmp_path, target, files=None):
 
 
 def test_file_path_relative_to_the_study_file(tmp_path):
-    spec = spec_with(tmp_path, "sub/train.py:run", {"sub/train.py": "def run(trial):\n    return 1.5\n"})
+    files = {"sub/train.py": "def run(trial):\n    return 1.5\n"}
+    spec = spec_with(tmp_path, "sub/train.py:run", files)
     assert load_callable(spec)(None) == 1.5
 
 

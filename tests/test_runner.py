@@ -43,7 +43,8 @@ def test_sampler_runs_to_completion(tmp_path, sampler):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 12
     assert study.best_value == min(t.value for t in study.trials)
     assert "Study 'quad': 12 complete" in result.output
-    assert f"Best value = {study.best_value:.6g} (trial {study.best_trial.number})" in result.output
+    best = study.best_trial
+    assert f"Best value = {best.value:.6g} (trial {best.number})" in result.output
 
 
 def test_seeded_sampler_repeats_its_trials(tmp_path):
