@@ -17,3 +17,7 @@ class ObjectiveImportError(HpoError):
 
 class StorageError(HpoError):
     """The storage cannot be opened, or holds a study that does not match the spec."""
+
+
+class DataError(HpoError):
+    """The training data cannot be read or is unusable."""

@@ -88,15 +88,96 @@ def load_callable(spec: StudySpec) -> Objective:
 
 
 def build_objective(spec: StudySpec) -> Objective:
-    """The function a trial runs: suggest the search space, then call the user's objective.
+    """The function a trial runs: suggest the search space, then call the objective.
 
-    The user's function gets the trial with every search-space entry already suggested
+    A user's function gets the trial with every search-space entry already suggested
     (`trial.params` holds them); it may report, ask `should_prune()` and suggest more.
+    The built-in trainer's data is read here, once, before any trial.
     """
+    if spec.objective.trainer:
+        return _trainer_objective(spec)
     user_function = load_callable(spec)
 
     def objective(trial: optuna.Trial) -> float:
         suggest_all(trial, spec.search_space)
         return user_function(trial)
+
+    return objective
+
+
+def hidden_layers(value: Any) -> list[int]:
+    """A searched `hidden` choice: an int (one layer) or a string like "128,64"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return [int(width) for width in str(value).replace("x", ",").split(",") if width.strip()]
+
+
+def trainer_config(spec: StudySpec, params: dict[str, Any]) -> Any:
+    """The TrainConfig for one trial: the spec's model and train sections, then its params."""
+    from hpo.training.loop import TrainConfig
+
+    values = {**spec.objective.model.model_dump(), **spec.objective.train.model_dump()}
+    values.update({k: v for k, v in params.items() if k in values})
+    if "hidden" in params:
+        values["hidden"] = hidden_layers(params["hidden"])
+    if "hidden_units" in params or "n_layers" in params:
+        width = params.get("hidden_units", values["hidden"][0] if values["hidden"] else 64)
+        values["hidden"] = [width] * params.get("n_layers", len(values["hidden"]))
+    divergence = spec.pruner.divergence
+    return TrainConfig(**values, metric=spec.metric,
+                       divergence_factor=divergence.factor if divergence else None)
+
+
+class _TrialReporter:
+    """Adapts an Optuna trial to the training loop's reporter."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.trial.report(metrics[self.metric], epoch)
+
+    def should_stop(self) -> bool:
+        return self.trial.should_prune()
+
+
+def _finite_or_none(values: list[float]) -> list[float | None]:
+    # JSON has no NaN: the dashboard could not read a list holding one.
+    return [v if v == v and abs(v) != float("inf") else None for v in values]
+
+
+def _trainer_objective(spec: StudySpec) -> Objective:
+    import optuna
+
+    from hpo.training.data import load_data
+    from hpo.training.loop import train
+
+    data = load_data(spec.objective.data, spec.source.parent, f"{spec.source}: objective.data")
+
+    def objective(trial: optuna.Trial) -> float:
+        suggest_all(trial, spec.search_space)
+        config = trainer_config(spec, trial.params)
+        result = train(config, data, _TrialReporter(trial, spec.metric))
+        attrs = {
+            "epochs_run": result.epochs_run,
+            "initial_loss": _finite_or_none([result.initial_loss])[0],
+            "expected_initial_loss": round(result.expected_initial_loss, 6),
+            "n_params": result.n_params,
+            "device": result.device,
+            "train_seconds": round(result.train_seconds, 3),
+            **{name: _finite_or_none(values) for name, values in result.history.items()},
+        }
+        if result.stop_reason and not result.diverged:
+            attrs["stop_reason"] = result.stop_reason
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if result.diverged:
+            raise optuna.TrialPruned(result.stop_reason)
+        if result.stop_reason and result.stop_reason.startswith("stopped by the reporter"):
+            raise optuna.TrialPruned()  # the early pruner's reason is the runner's to record
+        if result.best_value is None:
+            raise ValueError(f"no epoch produced a finite {spec.metric}")
+        return result.best_value
 
     return objective

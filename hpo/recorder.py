@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from hpo.pruners import DivergenceMonitor
+from hpo.divergence import DivergenceMonitor
 from hpo.storage import rdb_backend
 
 if TYPE_CHECKING:

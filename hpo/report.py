@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
-from hpo.pruners import DIVERGED
+from hpo.divergence import DIVERGED
 
 if TYPE_CHECKING:
     import optuna

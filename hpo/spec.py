@@ -223,9 +223,109 @@ class PrunerSpec(_Strict):
         return value
 
 
+# The built-in trainer's names. training/ holds the registries behind them; a test keeps the
+# two in step, and the spec stays importable without torch.
+DATASETS = ("digits", "iris", "wine", "breast_cancer", "synthetic")
+NORMALIZATIONS = ("standard", "center", "minmax", "none")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
+INITIALIZERS = (
+    "zeros", "normal", "small_normal", "uniform", "xavier_uniform", "xavier_normal",
+    "lecun_uniform", "lecun_normal", "he_uniform", "he_normal",
+)
+OPTIMIZERS = (
+    "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam",
+    "radam",
+)
+LR_SCHEDULES = ("exponential", "step", "cosine")
+TRAINER_METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "train_loss": "minimize"}
+
+
+class DataSpec(_Strict):
+    dataset: Literal["digits", "iris", "wine", "breast_cancer", "synthetic"] | None = None
+    path: str | None = None  # a CSV with a header, or an NPZ with arrays X and y
+    label: str | None = None  # the CSV's label column
+    normalize: Literal["standard", "center", "minmax", "none"] = "standard"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+    # The synthetic dataset's shape.
+    n_samples: int = Field(default=2000, ge=10)
+    n_features: int = Field(default=20, ge=2)
+    n_classes: int = Field(default=2, ge=2)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of dataset (a built-in name) or path (a file)")
+        if self.path and self.path.endswith(".csv") and not self.label:
+            raise ValueError("a CSV file needs label: the name of its label column")
+        if self.path and not self.path.endswith((".csv", ".npz")):
+            raise ValueError(f"path must be a .csv or .npz file, got {self.path!r}")
+        return self
+
+
+class ModelSpec(_Strict):
+    hidden: list[int] = Field(default=[128, 128])
+    activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"] = "relu"
+    batch_norm: bool = False
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    initializer: Literal[
+        "zeros", "normal", "small_normal", "uniform", "xavier_uniform", "xavier_normal",
+        "lecun_uniform", "lecun_normal", "he_uniform", "he_normal",
+    ] = "he_normal"
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, hidden: list[int]) -> list[int]:
+        if any(width < 1 for width in hidden):
+            raise ValueError(f"every hidden layer needs at least 1 unit, got {hidden}")
+        return hidden
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    optimizer: Literal[
+        "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw",
+        "nadam", "radam",
+    ] = "adam"
+    momentum: float | None = Field(default=None, ge=0, lt=1)  # None: 0.9 for momentum/nesterov
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_decay: float | None = Field(default=None, gt=0, le=1)  # multiply lr by this per epoch
+    lr_schedule: Literal["exponential", "step", "cosine"] = "exponential"
+    lr_step_epochs: int = Field(default=10, ge=1)  # the step schedule's period
+    grad_clip: float | None = Field(default=None, gt=0)
+    early_stop_patience: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
 class ObjectiveSpec(_Strict):
     # "package.module:function", or "path/to/file.py:function" relative to the study file.
-    callable: str = Field(pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
+    callable: str | None = Field(default=None, pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
+    trainer: Literal["mlp"] | None = None
+    data: DataSpec | None = None
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+
+    @model_validator(mode="after")
+    def _callable_or_trainer(self) -> ObjectiveSpec:
+        if (self.callable is None) == (self.trainer is None):
+            raise ValueError("give exactly one of callable (your function) or trainer: mlp")
+        if self.trainer and self.data is None:
+            raise ValueError("trainer: mlp needs data, e.g. data: {dataset: digits}")
+        if self.callable and self.data is not None:
+            raise ValueError("data, model and train configure trainer: mlp, not a callable")
+        return self
+
+
+# Search-space names the built-in trainer consumes, beyond the fields of model and train.
+TRAINER_EXTRA_PARAMS = ("hidden_units", "n_layers")
+TRAINER_PARAMS = tuple(
+    n for n in (*ModelSpec.model_fields, *TrainSpec.model_fields, *TRAINER_EXTRA_PARAMS)
+    if n not in ("device", "threads", "seed", "lr_schedule", "lr_step_epochs")
+)
 
 
 class StudySpec(_Strict):
@@ -254,6 +354,8 @@ class StudySpec(_Strict):
         _check_conditions(self.search_space)
         if self.sampler.type == "grid":
             _check_grid(self.search_space)
+        if self.objective.trainer:
+            _check_trainer(self)
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -297,6 +399,37 @@ def _check_no_cycle(space: dict[str, Any], name: str, path: list[str]) -> None:
         raise ValueError(f"search_space.{name}.when: conditions form a cycle: {cycle}")
     for parent in space[name].when or {}:
         _check_no_cycle(space, parent, [*path, name])
+
+
+def _check_trainer(spec: StudySpec) -> None:
+    expected = TRAINER_METRICS.get(spec.metric)
+    if expected is None:
+        raise ValueError(
+            f"metric: the mlp trainer reports {', '.join(TRAINER_METRICS)}; got {spec.metric!r}"
+        )
+    if spec.direction != expected:
+        raise ValueError(f"direction: {spec.metric} needs direction: {expected}")
+    names = {"initializer": INITIALIZERS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS}
+    for name, entry in spec.search_space.items():
+        if name not in TRAINER_PARAMS:
+            hint = closest(name, list(TRAINER_PARAMS))
+            suffix = f"did you mean {hint!r}? " if hint else ""
+            raise ValueError(
+                f"search_space.{name}: the mlp trainer does not use {name!r}; {suffix}"
+                f"it uses: {', '.join(TRAINER_PARAMS)}"
+            )
+        allowed = names.get(name)
+        if allowed and isinstance(entry, CategoricalParam):
+            for choice in entry.choices:
+                if choice not in allowed:
+                    raise ValueError(
+                        f"search_space.{name}.choices: unknown {name} {choice!r}; "
+                        f"allowed: {', '.join(allowed)}"
+                    )
+    if "hidden" in spec.search_space and (
+        {"hidden_units", "n_layers"} & set(spec.search_space)
+    ):
+        raise ValueError("search_space: search hidden, or hidden_units and n_layers, not both")
 
 
 def _check_grid(space: dict[str, Any]) -> None:
