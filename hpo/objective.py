@@ -106,10 +106,14 @@ def build_objective(spec: StudySpec) -> Objective:
 
 
 def hidden_layers(value: Any) -> list[int]:
-    """A searched `hidden` choice: an int (one layer) or a string like "128,64"."""
+    """A searched `hidden` choice: 128 (one layer), "128,64" (widths), "128x3" (3 layers)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
-    return [int(width) for width in str(value).replace("x", ",").split(",") if width.strip()]
+    text = str(value).replace(" ", "")
+    if "x" in text:
+        width, layers = text.split("x", 1)
+        return [int(width)] * int(layers)
+    return [int(width) for width in text.split(",") if width]
 
 
 def trainer_config(spec: StudySpec, params: dict[str, Any]) -> Any:

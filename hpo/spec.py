@@ -426,6 +426,14 @@ def _check_trainer(spec: StudySpec) -> None:
                         f"search_space.{name}.choices: unknown {name} {choice!r}; "
                         f"allowed: {', '.join(allowed)}"
                     )
+    hidden = spec.search_space.get("hidden")
+    if isinstance(hidden, CategoricalParam):
+        for choice in hidden.choices:
+            if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*|[1-9]\d*x[1-9]\d*", str(choice)):
+                raise ValueError(
+                    f"search_space.hidden.choices: {choice!r} is not a layer shape; write 128 "
+                    '(one layer), "128,64" (one width a layer) or "128x3" (3 layers of 128)'
+                )
     if "hidden" in spec.search_space and (
         {"hidden_units", "n_layers"} & set(spec.search_space)
     ):

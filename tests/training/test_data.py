@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpo.errors import DataError
+from hpo.spec import DataSpec
+from hpo.training.data import load_data
+
+
+def test_builtin_digits_split_is_stratified_and_seeded(tmp_path):
+    data = load_data(DataSpec(dataset="digits", val_fraction=0.2, seed=3), tmp_path)
+    again = load_data(DataSpec(dataset="digits", val_fraction=0.2, seed=3), tmp_path)
+    assert data.n_classes == 10 and data.n_features == 64
+    assert len(data.x_val) == 360
+    np.testing.assert_array_equal(data.x_train, again.x_train)
+    train_share = np.bincount(data.y_train) / len(data.y_train)
+    val_share = np.bincount(data.y_val) / len(data.y_val)
+    assert np.abs(train_share - val_share).max() < 0.01
+
+
+def test_standard_statistics_come_from_the_training_split_only(tmp_path):
+    data = load_data(DataSpec(dataset="wine", normalize="standard"), tmp_path)
+    np.testing.assert_allclose(data.x_train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(data.x_train.std(0), 1, atol=1e-4)
+    # The validation split was scaled with the training statistics, not its own.
+    assert np.abs(data.x_val.mean(0)).max() > 0.05
+
+
+def test_minmax_maps_the_training_split_to_minus_one_one(tmp_path):
+    data = load_data(DataSpec(dataset="iris", normalize="minmax"), tmp_path)
+    np.testing.assert_allclose(data.x_train.min(0), -1, atol=1e-6)
+    np.testing.assert_allclose(data.x_train.max(0), 1, atol=1e-6)
+
+
+def test_center_only_subtracts_the_mean(tmp_path):
+    centered = load_data(DataSpec(dataset="iris", normalize="center"), tmp_path)
+    raw = load_data(DataSpec(dataset="iris", normalize="none"), tmp_path)
+    np.testing.assert_allclose(centered.x_train, raw.x_train - raw.x_train.mean(0), atol=1e-5)
+
+
+def test_synthetic_has_the_asked_shape(tmp_path):
+    data = load_data(DataSpec(dataset="synthetic", n_samples=500, n_features=12, n_classes=3),
+                     tmp_path)
+    assert data.n_features == 12 and data.n_classes == 3
+    assert len(data.x_train) + len(data.x_val) == 500
+
+
+def write_csv(tmp_path, text):
+    (tmp_path / "data.csv").write_text(text)
+    return DataSpec(path="data.csv", label="kind", val_fraction=0.5)
+
+
+def test_csv_with_string_labels(tmp_path):
+    rows = "".join(f"{i},{i % 3 * 10},{'cat' if i % 2 else 'dog'}\n" for i in range(20))
+    spec = write_csv(tmp_path, "a,b,kind\n" + rows)
+    data = load_data(spec, tmp_path)
+    assert data.classes == ["cat", "dog"]
+    assert data.n_features == 2
+    assert set(data.y_train) == {0, 1}
+
+
+def test_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "arrays.npz", X=rng.normal(size=(40, 5)), y=np.arange(40) % 4)
+    data = load_data(DataSpec(path="arrays.npz"), tmp_path)
+    assert data.n_classes == 4 and data.n_features == 5
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("a,b,label\n1,2,x\n3,4,y\n", "data.csv has no column 'kind'; its columns: a, b, label"),
+    ("a,b,kind\n1,red,x\n3,4,y\n", "column 'b' of data.csv is not numeric (row 2: 'red')"),
+    ("a,b,kind\n1,,x\n3,4,y\n5,6,x\n7,8,y\n", "missing values (NaN), first in feature 1 of row 0"),
+    ("a,b,kind\n1,2,x\n3,4,x\n", "fewer than two classes (['x'])"),
+    ("a,b,kind\n", "has a header but no rows"),
+])
+def test_bad_csv(tmp_path, text, fragment):
+    spec = write_csv(tmp_path, text)
+    with pytest.raises(DataError) as raised:
+        load_data(spec, tmp_path)
+    assert fragment in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="no such file .*absent.csv"):
+        load_data(DataSpec(path="absent.csv", label="y"), tmp_path)
+
+
+def test_npz_without_y(tmp_path):
+    np.savez(tmp_path / "arrays.npz", X=np.zeros((4, 2)))
+    with pytest.raises(DataError, match="has no array 'y'; it has: X"):
+        load_data(DataSpec(path="arrays.npz"), tmp_path)
