@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -12,26 +14,40 @@ Factory = Callable[[Iterable[torch.nn.Parameter], float, float | None, float],
                    torch.optim.Optimizer]
 
 
-def _sgd(momentum_default: float, nesterov: bool = False) -> Factory:
+def _fast(optimizer_class: type[torch.optim.Optimizer]) -> dict[str, Any]:
+    # One fused kernel per step (SGD, Adam, AdamW, Adagrad) or one multi-tensor op per
+    # parameter group: small networks spend most of a step in per-tensor overhead.
+    parameters = inspect.signature(optimizer_class).parameters
+    return {"fused": True} if "fused" in parameters else {"foreach": True}
+
+
+def _make(optimizer_class: type[torch.optim.Optimizer], momentum_default: float | None = None,
+          nesterov: bool = False) -> Factory:
+    takes_momentum = "momentum" in inspect.signature(optimizer_class).parameters
+
     def make(params, lr, momentum, weight_decay):
-        m = momentum_default if momentum is None else momentum
-        return torch.optim.SGD(params, lr=lr, momentum=m, nesterov=nesterov and m > 0,
-                               weight_decay=weight_decay)
+        options: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay,
+                                   **_fast(optimizer_class)}
+        if takes_momentum:
+            chosen = momentum_default if momentum is None else momentum
+            options["momentum"] = chosen or 0.0
+            if nesterov:
+                options["nesterov"] = options["momentum"] > 0
+        return optimizer_class(params, **options)
     return make
 
 
 OPTIMIZERS: dict[str, Factory] = {
-    "sgd": lambda p, lr, m, wd: torch.optim.SGD(p, lr=lr, momentum=m or 0.0, weight_decay=wd),
-    "momentum": _sgd(DEFAULT_MOMENTUM),
-    "nesterov": _sgd(DEFAULT_MOMENTUM, nesterov=True),
-    "adagrad": lambda p, lr, m, wd: torch.optim.Adagrad(p, lr=lr, weight_decay=wd),
-    "rmsprop": lambda p, lr, m, wd: torch.optim.RMSprop(p, lr=lr, momentum=m or 0.0,
-                                                        weight_decay=wd),
-    "adadelta": lambda p, lr, m, wd: torch.optim.Adadelta(p, lr=lr, weight_decay=wd),
-    "adam": lambda p, lr, m, wd: torch.optim.Adam(p, lr=lr, weight_decay=wd),
-    "adamw": lambda p, lr, m, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd),
-    "nadam": lambda p, lr, m, wd: torch.optim.NAdam(p, lr=lr, weight_decay=wd),
-    "radam": lambda p, lr, m, wd: torch.optim.RAdam(p, lr=lr, weight_decay=wd),
+    "sgd": _make(torch.optim.SGD),
+    "momentum": _make(torch.optim.SGD, DEFAULT_MOMENTUM),
+    "nesterov": _make(torch.optim.SGD, DEFAULT_MOMENTUM, nesterov=True),
+    "adagrad": _make(torch.optim.Adagrad),
+    "rmsprop": _make(torch.optim.RMSprop),
+    "adadelta": _make(torch.optim.Adadelta),
+    "adam": _make(torch.optim.Adam),
+    "adamw": _make(torch.optim.AdamW),
+    "nadam": _make(torch.optim.NAdam),
+    "radam": _make(torch.optim.RAdam),
 }
 
 
@@ -39,5 +55,8 @@ def make_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float | None = None,
     weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """The optimizer `name`; `momentum` None means 0.9 for momentum and nesterov, else none."""
+    """The optimizer `name`; `momentum` None means 0.9 for momentum and nesterov, else none.
+
+    Momentum applies to the SGD family and RMSprop; the others have none to set.
+    """
     return OPTIMIZERS[name](params, lr, momentum, weight_decay)
