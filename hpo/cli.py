@@ -71,27 +71,41 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
               help="Finished trials the study should have.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes to start on this machine.")
+@click.option("--worker-id", envvar="HPO_WORKER_ID", default="",
+              help="This worker's id, distinct per worker (seeds its sampler). "
+                   "[env: HPO_WORKER_ID]")
 @click.pass_context
 def run(
     ctx: click.Context, spec_file: Path, storage: str | None, n_trials: int | None,
-    timeout: float | None, quiet: bool,
+    timeout: float | None, quiet: bool, workers: int, worker_id: str,
 ) -> None:
     """Run the study a study file describes, resuming it if it exists.
 
-    Example: hpo run studies/quickstart.yaml --n-trials 20
+    Every `hpo run` on the same study and storage is a worker: start as many as you like,
+    here or on other machines. n_trials is the whole study's total.
+
+    Example: hpo run studies/quickstart.yaml --n-trials 20 --workers 2
     """
     from hpo import report, runner
     from hpo.spec import load_spec
 
     spec = load_spec(spec_file)
     _quiet_optuna(ctx.obj["debug"])
-    result = runner.run(spec, runner.RunOptions(storage, n_trials, timeout, quiet))
+    options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id)
+    if workers > 1:
+        from hpo.workers import run_local_workers
+
+        result = run_local_workers(spec, options, workers, ctx.obj["debug"])
+    else:
+        result = runner.run(spec, options)
     if result.stopped_by is not None:
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
     summary = report.summarize(result.study)
     click.echo(report.format_summary(summary))
-    click.echo(f"Ran {result.trials_run} trials in {result.seconds:.1f} s; "
-               f"stored in {result.storage_url}")
+    ran = (f"{workers} workers ran" if workers > 1 else f"Ran {result.trials_run} trials")
+    click.echo(f"{ran} in {result.seconds:.1f} s; stored in {result.storage_url}")
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(result.exit_code)
 

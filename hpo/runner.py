@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -15,15 +16,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.samplers import GridSampler
 from optuna.trial import TrialState
 
+from hpo import space
 from hpo.errors import HpoError, StorageError
+from hpo.locking import StudyLock
 from hpo.objective import Objective, build_objective
 from hpo.pruners import CompositePruner, DivergenceMonitor, make_pruner
 from hpo.recorder import TrialRecorder
 from hpo.samplers import make_sampler
-from hpo.storage import count_trials, mask_url, open_storage, resolve_storage_url
+from hpo.storage import (
+    count_by_state,
+    mask_url,
+    open_storage,
+    rdb_backend,
+    resolve_storage_url,
+    scrub,
+)
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -37,6 +46,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A run whose trials keep raising is most likely a bug in the objective, not bad luck.
 MAX_FAILURES_IN_A_ROW = 5
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# How often a worker whose budget is taken by others' running trials looks again.
+WAIT_POLL_S = 0.5
+# How long a worker keeps retrying an unreachable database before it gives up.
+RECONNECT_LIMIT_S = 120.0
 
 
 @dataclass
@@ -45,6 +58,7 @@ class RunOptions:
     n_trials: int | None = None
     timeout: float | None = None
     quiet: bool = False
+    worker_id: str = ""  # distinct per worker: seeds its sampler, recorded on its trials
 
 
 @dataclass
@@ -75,10 +89,11 @@ def first_difference(stored: Any, current: Any, path: str = "") -> tuple[str, An
 
 
 def create_or_load_study(
-    spec: StudySpec, storage: BaseStorage, url: str, pruner: CompositePruner
+    spec: StudySpec, storage: BaseStorage, url: str, pruner: CompositePruner | None = None,
+    worker_id: str = "",
 ) -> optuna.Study:
     """The spec's study, created on first run; a study made from another spec is refused."""
-    sampler = make_sampler(spec)
+    sampler = make_sampler(spec, worker_id)
     try:
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner
@@ -151,18 +166,24 @@ class _TrialRun:
 
     def __init__(
         self, spec: StudySpec, objective: Objective, pruner: CompositePruner,
-        signals: _StopSignals,
+        signals: _StopSignals, on_start: Any = None, worker_id: str = "",
     ) -> None:
         self.spec = spec
         self.objective = objective
         self.pruner = pruner
         self.signals = signals
+        self.on_start = on_start  # releases the study lock once the trial exists
+        self.may_be_retry = False
         self.worker = {"worker_host": socket.gethostname(), "worker_pid": os.getpid()}
+        if worker_id:
+            self.worker["worker_id"] = worker_id
         self.failures_in_a_row = 0
         self.last_error: BaseException | None = None
         self.values: list[float] = []
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.on_start is not None:
+            self.on_start()
         divergence = self.spec.pruner.divergence
         recorder = TrialRecorder(
             trial.storage, trial._trial_id,
@@ -171,6 +192,9 @@ class _TrialRun:
         )
         trial.storage = recorder
         recorder.set_attrs(self.worker)
+        if self.may_be_retry and "failed_trial" in trial.system_attrs:
+            # A re-run of a trial whose worker died; Optuna links them by system attrs.
+            recorder.set_attrs({"retry_of": trial.system_attrs["failed_trial"]})
         started = time.perf_counter()
         outcome: dict[str, Any] = {}
         try:
@@ -227,27 +251,110 @@ def _best_value(study: optuna.Study) -> float | None:
         return None
 
 
+class _Move(enum.Enum):
+    START = "start"  # start (or resume a queued retry of) a trial
+    WAIT = "wait"  # the budget is taken by running trials; wait for them
+    DONE = "done"
+
+
+def next_move(counts: dict[TrialState, int], budget: int | None,
+              grid_left: int | None) -> _Move:
+    """What a worker does next, given the study's trial counts (taken under the study lock).
+
+    The budget counts finished trials and reserves running ones, so no number of workers
+    overshoots it; a queued retry of a dead worker's trial is always started.
+    """
+    finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    running = counts[TrialState.RUNNING]
+    if budget is not None and finished >= budget:
+        # Anything still running now is a dead worker's trial: wait until it is failed.
+        return _Move.WAIT if running else _Move.DONE
+    if counts[TrialState.WAITING]:
+        return _Move.START
+    if grid_left is not None and grid_left <= 0:
+        return _Move.WAIT if running else _Move.DONE
+    if budget is not None and finished + running >= budget:
+        return _Move.WAIT
+    return _Move.START
+
+
+def _grid_points_left(study: optuna.Study, size: int) -> int:
+    started = {t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False)
+               if t.state != TrialState.WAITING}
+    return size - len(started - {None})
+
+
+class _Reconnecting:
+    """Retries a step while the database is unreachable, with backoff, for a bounded time."""
+
+    def __init__(self, url: str, limit: float = RECONNECT_LIMIT_S) -> None:
+        self.url = url
+        self.limit = limit
+
+    def __call__(self, step: Any) -> Any:
+        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+        delay, failing_since = 0.5, None
+        while True:
+            try:
+                return step()
+            except (OperationalError, InterfaceError, DBAPIError,
+                    optuna.exceptions.StorageInternalError, TimeoutError) as e:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                detail = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, self.url)
+                if now - failing_since > self.limit:
+                    raise HpoError(
+                        f"lost the database {mask_url(self.url)} for {self.limit:.0f} s "
+                        f"({detail}); finished trials are stored, run `hpo run` again to "
+                        "resume"
+                    ) from None
+                logger.warning("database unreachable (%s); retrying in %.1f s", detail, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
 def run(spec: StudySpec, options: RunOptions) -> RunResult:
     """Run trials of the spec's study until it has `n_trials` finished ones.
 
     `n_trials` counts the whole study's COMPLETE and PRUNED trials, so a rerun resumes where
-    the last one stopped. Validation and the objective's import happen before the storage is
-    touched.
+    the last one stopped and any number of workers share the budget exactly. When it returns
+    normally no trial of the study is RUNNING. Validation and the objective's import happen
+    before the storage is touched.
     """
     objective = build_objective(spec)
     url = resolve_storage_url(spec, options.storage)
-    storage = open_storage(url)
+    storage = open_storage(url, spec.heartbeat)
     pruner = make_pruner(spec.pruner)
-    study = create_or_load_study(spec, storage, url, pruner)
+    study = create_or_load_study(spec, storage, url, pruner, options.worker_id)
 
     budget = options.n_trials or spec.n_trials
     timeout = options.timeout or spec.timeout
+    grid_size = space.grid_size(spec.search_space) if spec.sampler.type == "grid" else None
     signals = _StopSignals()
-    trial_run = _TrialRun(spec, objective, pruner, signals)
+    lock = StudyLock(rdb_backend(storage), spec.name)
+    trial_run = _TrialRun(spec, objective, pruner, signals, lock.release, options.worker_id)
+    reconnecting = _Reconnecting(url)
     started = time.perf_counter()
     trials_run = 0
 
-    finished = count_trials(study, FINISHED)
+    def step() -> tuple[_Move, int]:
+        lock.acquire()
+        try:
+            counts = count_by_state(study)
+            grid_left = _grid_points_left(study, grid_size) if grid_size else None
+            move = next_move(counts, budget, grid_left)
+            if move == _Move.WAIT:
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
+            elif move == _Move.START:
+                trial_run.may_be_retry = counts[TrialState.WAITING] > 0
+                study.optimize(trial_run, n_trials=1, catch=(Exception,))
+            return move, counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        finally:
+            lock.release()
+
+    finished = count_by_state(study)
+    finished = finished[TrialState.COMPLETE] + finished[TrialState.PRUNED]
     # The bar's best is the study's at start, then this worker's: reading the study's best
     # after every trial would cost a query per trial for a number on the screen.
     best = _best_value(study)
@@ -255,16 +362,18 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
     progress = _progress(spec, budget, finished, options.quiet)
     with signals.installed(), progress:
         while signals.received is None:
-            if budget is not None and finished >= budget:
-                break
             if timeout is not None and time.perf_counter() - started >= timeout:
                 break
-            if isinstance(study.sampler, GridSampler) and study.sampler.is_exhausted(study):
-                break
             try:
-                study.optimize(trial_run, n_trials=1, catch=(Exception,))
+                move, finished_before = reconnecting(step)
             except KeyboardInterrupt:
                 break  # the trial is already marked FAIL
+            progress.update(finished_before - progress.n)
+            if move == _Move.DONE:
+                break
+            if move == _Move.WAIT:
+                time.sleep(WAIT_POLL_S)
+                continue
             trials_run += 1
             if trial_run.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
                 error = trial_run.last_error
@@ -273,13 +382,12 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                     f"{type(error).__name__}: {error}; fix the objective (run with --debug "
                     "for the traceback)"
                 ) from error
-            now_finished = count_trials(study, FINISHED)
-            progress.update(now_finished - finished)
-            finished = now_finished
             if trial_run.values:
                 best = pick_best([trial_run.values[-1]] + ([best] if best is not None else []))
             if best is not None:
                 progress.set_postfix_str(f"best {spec.metric}={best:.6g}", refresh=False)
+        counts = count_by_state(study)
+        progress.update(counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] - progress.n)
     return RunResult(
         study=study, storage_url=mask_url(url), trials_run=trials_run,
         seconds=time.perf_counter() - started, stopped_by=signals.received,

@@ -25,7 +25,7 @@ Choice = bool | int | float | str | None
 
 # Spec fields that size one run rather than define the study: they may differ between runs
 # and workers of the same study, so they are left out of the stored spec that runs must match.
-RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage")
+RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage", "heartbeat")
 
 
 def closest(word: str, candidates: list[str]) -> str | None:
@@ -301,6 +301,21 @@ class TrainSpec(_Strict):
     seed: int = 0
 
 
+class HeartbeatSpec(_Strict):
+    # A worker's running trial sends a heartbeat every `interval` seconds; one silent for
+    # `grace` seconds is failed and re-run by a live worker, at most `max_retries` times.
+    interval: int = Field(default=10, ge=1)
+    grace: int = Field(default=30, ge=1)
+    max_retries: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _grace_covers_beats(self) -> HeartbeatSpec:
+        if self.grace <= self.interval:
+            raise ValueError(f"grace must be longer than interval, got grace={self.grace}, "
+                             f"interval={self.interval}; e.g. grace = 3 x interval")
+        return self
+
+
 class ObjectiveSpec(_Strict):
     # "package.module:function", or "path/to/file.py:function" relative to the study file.
     callable: str | None = Field(default=None, pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
@@ -337,6 +352,7 @@ class StudySpec(_Strict):
     storage: str | None = None
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
+    heartbeat: HeartbeatSpec | Literal[False] = HeartbeatSpec()
     objective: ObjectiveSpec
     search_space: dict[str, Param] = {}
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from hpo.errors import StorageError
 
@@ -15,11 +16,13 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage, RDBStorage
     from optuna.trial import TrialState
 
-    from hpo.spec import StudySpec
+    from hpo.spec import HeartbeatSpec, StudySpec
 
 STORAGE_ENV = "HPO_STORAGE"
 # Seconds a SQLite writer waits for another's lock before giving up ("database is locked").
 SQLITE_BUSY_TIMEOUT = 60
+# Seconds to wait for a database server to accept a connection.
+CONNECT_TIMEOUT = 10
 
 
 def default_sqlite_url(spec: StudySpec) -> str:
@@ -82,19 +85,39 @@ def engine_options(url: str) -> dict:
     """SQLAlchemy engine options for a storage URL."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-    # Server databases: check a pooled connection before use, keep few per worker.
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 3600}
+    # Many workers share a server: check a pooled connection before use (a restarted server
+    # leaves dead ones), keep few per worker, and give up on a connection attempt in time.
+    options = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800}
+    if url.startswith(("postgresql", "mysql")):
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return options
 
 
-def open_storage(url: str) -> RDBStorage:
-    """Open (creating tables if needed) the Optuna RDB storage at `url`."""
+def open_storage(url: str, heartbeat: HeartbeatSpec | Literal[False] = False) -> RDBStorage:
+    """Open (creating tables if needed) the Optuna RDB storage at `url`.
+
+    With heartbeats, a running trial whose worker stops beating for `grace` seconds is failed
+    and a copy of it queued (linked by its `failed_trial` system attr), `max_retries` times.
+    """
     import optuna
 
     sqlite_path = _sqlite_path(url)
+    beats: dict = {}
+    if heartbeat:
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        beats = {
+            "heartbeat_interval": heartbeat.interval,
+            "grace_period": heartbeat.grace,
+            "heartbeat_stale_trial_callback":
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retries),
+        }
     try:
         if sqlite_path is not None:
             _prepare_sqlite(sqlite_path)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna; using them is hpo's choice, not news.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), **beats)
     except ModuleNotFoundError as e:
         raise StorageError(
             f"storage {mask_url(url)}: its database driver is not installed ({e.name}); "
@@ -141,19 +164,27 @@ def rdb_backend(storage: BaseStorage) -> RDBStorage | None:
     return backend if isinstance(backend, RDBStorage) else None
 
 
-def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
-    """How many of the study's trials are in `states`, counted by the database.
+def count_by_state(study: optuna.Study) -> dict[TrialState, int]:
+    """How many of the study's trials are in each state, counted by the database.
 
     Optuna's own count loads every trial; a worker asks before each trial, so it counts in SQL.
     """
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(TrialState, 0)
     backend = rdb_backend(study._storage)
     if backend is None:
-        return len(study.get_trials(deepcopy=False, states=states))
+        for trial in study.get_trials(deepcopy=False):
+            counts[trial.state] += 1
+        return counts
     from optuna.storages._rdb import models
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     trial = models.TrialModel
-    query = select(func.count()).where(trial.study_id == study._study_id, trial.state.in_(states))
+    query = (select(trial.state, func.count()).where(trial.study_id == study._study_id)
+             .group_by(trial.state))
     with Session(backend.engine) as session:
-        return session.execute(query).scalar_one()
+        for state, n in session.execute(query):
+            counts[state] = n
+    return counts
