@@ -11,6 +11,8 @@ failed trial anyway; a finished trial is always complete in storage.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage, RDBStorage
 
 DEFAULT_FLUSH_INTERVAL = 1.0
+logger = logging.getLogger("hpo")
 
 
 class TrialRecorder:
@@ -38,6 +41,7 @@ class TrialRecorder:
         monitor: DivergenceMonitor | None,
         reports_are_costs: bool,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        stored_keys: set[str] | None = None,
     ) -> None:
         self._storage = storage
         self._trial_id = trial_id
@@ -47,7 +51,12 @@ class TrialRecorder:
         self._last_flush = time.monotonic()
         self._values: dict[int, float] = {}
         self._attrs: dict[str, Any] = {}
-        self._written_keys: set[str] = set()
+        # User attrs already in storage (a retried or enqueued trial starts with some): a
+        # second write of one replaces it.
+        self._written_keys: set[str] = set(stored_keys or ())
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         self.prune_reason: str | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -57,7 +66,8 @@ class TrialRecorder:
         if trial_id != self._trial_id:
             self._storage.set_trial_intermediate_value(trial_id, step, value)
             return
-        self._values[step] = value
+        with self._lock:
+            self._values[step] = value
         if self._reports_are_costs:
             self.check_cost(value, step)
         self._flush_if_due()
@@ -66,12 +76,33 @@ class TrialRecorder:
         if trial_id != self._trial_id:
             self._storage.set_trial_user_attr(trial_id, key, value)
             return
-        self._attrs[key] = value
+        with self._lock:
+            self._attrs[key] = value
         self._flush_if_due()
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         """Buffer several user attributes of the trial at once."""
-        self._attrs.update(attrs)
+        with self._lock:
+            self._attrs.update(attrs)
+
+    def start(self) -> None:
+        """Flush in the background too, so a trial that never reports still shows its worker."""
+        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True,
+                                         name=f"hpo-recorder-{self._trial_id}")
+        self._flusher.start()
+
+    def close(self) -> None:
+        """Stop background flushing; call `flush` after it for the last rows."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            try:
+                self.flush()
+            except Exception as e:  # the final flush in the trial's own thread reports it
+                logger.debug("background flush of trial %d failed: %s", self._trial_id, e)
 
     def check_cost(self, cost: float, step: int) -> None:
         """Apply the divergence rule; a diverged cost stops the trial as pruned, right here."""
@@ -88,12 +119,14 @@ class TrialRecorder:
 
     def flush(self) -> None:
         """Write every buffered report and attribute of the trial."""
-        if self._values or self._attrs:
-            rewritten = self._written_keys.intersection(self._attrs)
-            write_trial_rows(self._storage, self._trial_id, self._values, self._attrs, rewritten)
-            self._written_keys.update(self._attrs)
-            self._values, self._attrs = {}, {}
-        self._last_flush = time.monotonic()
+        with self._lock:
+            if self._values or self._attrs:
+                rewritten = self._written_keys.intersection(self._attrs)
+                write_trial_rows(self._storage, self._trial_id, self._values, self._attrs,
+                                 rewritten)
+                self._written_keys.update(self._attrs)
+                self._values, self._attrs = {}, {}
+            self._last_flush = time.monotonic()
 
 
 def report_cost(trial: optuna.Trial, cost: float, step: int) -> None:

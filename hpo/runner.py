@@ -173,7 +173,6 @@ class _TrialRun:
         self.pruner = pruner
         self.signals = signals
         self.on_start = on_start  # releases the study lock once the trial exists
-        self.may_be_retry = False
         self.worker = {"worker_host": socket.gethostname(), "worker_pid": os.getpid()}
         if worker_id:
             self.worker["worker_id"] = worker_id
@@ -189,15 +188,18 @@ class _TrialRun:
             trial.storage, trial._trial_id,
             DivergenceMonitor(divergence.factor) if divergence else None,
             reports_are_costs=self.spec.direction == "minimize",
+            stored_keys=set(trial.user_attrs),
         )
         trial.storage = recorder
-        recorder.set_attrs(self.worker)
-        if self.may_be_retry and "failed_trial" in trial.system_attrs:
-            # A re-run of a trial whose worker died; Optuna links them by system attrs.
-            recorder.set_attrs({"retry_of": trial.system_attrs["failed_trial"]})
         started = time.perf_counter()
         outcome: dict[str, Any] = {}
         try:
+            recorder.set_attrs(self.worker)
+            if self.spec.heartbeat:  # only heartbeats re-run a dead worker's trial
+                link = recorder.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+                if link is not None:
+                    recorder.set_attrs({"retry_of": link})
+            recorder.start()
             with self.signals.objective_running():
                 value = self.objective(trial)
             value = self._check_value(value)
@@ -223,6 +225,7 @@ class _TrialRun:
             raise
         finally:
             outcome["duration_s"] = round(time.perf_counter() - started, 6)
+            recorder.close()
             recorder.set_attrs(outcome)
             recorder.flush()
 
@@ -284,6 +287,25 @@ def _grid_points_left(study: optuna.Study, size: int) -> int:
     return size - len(started - {None})
 
 
+def _database_error(error: BaseException) -> BaseException | None:
+    """The deepest database error behind `error`, if one is in its chain of causes.
+
+    Optuna 5.0 can hide one: when `tell` fails because the database is gone, its cleanup
+    fails too and raises UnboundLocalError from the original error.
+    """
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    kinds = (OperationalError, InterfaceError, DBAPIError,
+             optuna.exceptions.StorageInternalError, TimeoutError)
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            found = error  # keep going: the deepest one says what actually happened
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return found
+
+
 class _Reconnecting:
     """Retries a step while the database is unreachable, with backoff, for a bounded time."""
 
@@ -292,14 +314,14 @@ class _Reconnecting:
         self.limit = limit
 
     def __call__(self, step: Any) -> Any:
-        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
         delay, failing_since = 0.5, None
         while True:
             try:
                 return step()
-            except (OperationalError, InterfaceError, DBAPIError,
-                    optuna.exceptions.StorageInternalError, TimeoutError) as e:
+            except Exception as raised:
+                e = _database_error(raised)
+                if e is None:
+                    raise
                 now = time.monotonic()
                 failing_since = failing_since or now
                 detail = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, self.url)
@@ -347,7 +369,6 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
             if move == _Move.WAIT:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
             elif move == _Move.START:
-                trial_run.may_be_retry = counts[TrialState.WAITING] > 0
                 study.optimize(trial_run, n_trials=1, catch=(Exception,))
             return move, counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +24,7 @@ STORAGE_ENV = "HPO_STORAGE"
 SQLITE_BUSY_TIMEOUT = 60
 # Seconds to wait for a database server to accept a connection.
 CONNECT_TIMEOUT = 10
+TABLE_RACE_RETRIES = 5
 
 
 def default_sqlite_url(spec: StudySpec) -> str:
@@ -93,6 +95,24 @@ def engine_options(url: str) -> dict:
     return options
 
 
+def _create_rdb_storage(url: str, beats: dict) -> RDBStorage:
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    # Workers that start together on a new database race to create Optuna's tables; the
+    # losers see "already exists" and only need to look again once the winner is done.
+    for attempt in range(TABLE_RACE_RETRIES):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), **beats)
+        except (IntegrityError, OperationalError, ProgrammingError) as e:
+            if "already exists" not in str(e) and not isinstance(e, IntegrityError):
+                raise
+            if attempt == TABLE_RACE_RETRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, heartbeat: HeartbeatSpec | Literal[False] = False) -> RDBStorage:
     """Open (creating tables if needed) the Optuna RDB storage at `url`.
 
@@ -117,7 +137,7 @@ def open_storage(url: str, heartbeat: HeartbeatSpec | Literal[False] = False) ->
         with warnings.catch_warnings():
             # Heartbeats are "experimental" in Optuna; using them is hpo's choice, not news.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), **beats)
+            return _create_rdb_storage(url, beats)
     except ModuleNotFoundError as e:
         raise StorageError(
             f"storage {mask_url(url)}: its database driver is not installed ({e.name}); "

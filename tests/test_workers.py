@@ -1,0 +1,206 @@
+"""Worker processes sharing one study: real subprocesses on SQLite, PostgreSQL and MySQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import write_study
+
+HPO = shutil.which("hpo") or os.path.join(os.path.dirname(sys.executable), "hpo")
+
+SLEEPY = '''
+import time
+
+
+def objective(trial):
+    time.sleep(float(trial.study.user_attrs["hpo_spec"]["metric"].split("_")[1]))
+    return trial.params["x"]
+'''
+
+
+def study_file(tmp_path, n_trials, sleep, extra="", sampler="{type: random, seed: 0}",
+               space="  x: {type: float, low: 0.0, high: 1.0}\n"):
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    body = (f"name: {name}\nmetric: sleep_{sleep}\nn_trials: {n_trials}\nsampler: {sampler}\n"
+            f"objective: {{callable: 'objective.py:objective'}}\n{extra}"
+            f"search_space:\n{space}")
+    return write_study(tmp_path, body, objective=SLEEPY), name
+
+
+def start_workers(path, url, count, first_id=0):
+    env = {**os.environ, "HPO_STORAGE": url}
+    return [subprocess.Popen([HPO, "run", str(path), "-q", "--worker-id", str(first_id + i)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(count)]
+
+
+def wait_all(workers, timeout=180):
+    outputs = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=timeout)
+        outputs.append((worker.returncode, out, err))
+    return outputs
+
+
+def trials(url, name):
+    try:
+        return optuna.load_study(study_name=name, storage=url).trials
+    except KeyError:  # the first worker has not created the study yet
+        return []
+
+
+def states(url, name):
+    return Counter(t.state for t in trials(url, name))
+
+
+def finished(url, name):
+    counts = states(url, name)
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+
+
+def test_eight_workers_end_with_exactly_the_budget_repeatedly(tmp_path, storage_url):
+    path, name = study_file(tmp_path, n_trials=40, sleep=0.02)
+    for round_budget in (40, 56):  # a second round extends the study: again exact
+        path.write_text(path.read_text().replace("n_trials: 40", f"n_trials: {round_budget}"))
+        outputs = wait_all(start_workers(path, storage_url, 8))
+        assert all(code == 0 for code, _, _ in outputs), outputs
+        counts = states(storage_url, name)
+        assert counts[TrialState.COMPLETE] == round_budget
+        assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
+    by_worker = Counter(t.user_attrs["worker_id"] for t in trials(storage_url, name))
+    assert len(by_worker) >= 4  # the work was shared, not done by one worker
+
+
+def test_workers_propose_different_trials(tmp_path, storage_url):
+    path, name = study_file(tmp_path, n_trials=12, sleep=0.02)
+    wait_all(start_workers(path, storage_url, 3))
+    xs = [t.params["x"] for t in trials(storage_url, name)]
+    assert len(set(xs)) == len(xs)
+
+
+def test_grid_with_five_workers_runs_each_point_once(tmp_path, storage_url):
+    space = ("  x: {type: int, low: 1, high: 4}\n"
+             "  kind: {type: categorical, choices: [a, b, c]}\n")
+    path, name = study_file(tmp_path, n_trials=100, sleep=0.05, sampler="{type: grid, seed: 0}",
+                            space=space)
+    outputs = wait_all(start_workers(path, storage_url, 5))
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    points = [(t.params["x"], t.params["kind"]) for t in trials(storage_url, name)]
+    assert len(points) == len(set(points)) == 12
+
+
+def test_sigkill_mid_trial_is_failed_and_retried(tmp_path, storage_url):
+    path, name = study_file(tmp_path, n_trials=8, sleep=2.0,
+                            extra="heartbeat: {interval: 1, grace: 3, max_retries: 2}\n")
+    survivors = start_workers(path, storage_url, 2)
+    victim = start_workers(path, storage_url, 1, first_id=9)[0]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the victim is in the middle of a trial
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("worker_id") == "9"
+               for t in trials(storage_url, name)):
+            break
+        time.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    outputs = wait_all(survivors)
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    all_trials = trials(storage_url, name)
+    counts = Counter(t.state for t in all_trials)
+    assert counts[TrialState.COMPLETE] == 8
+    assert counts[TrialState.RUNNING] == 0
+    dead = [t for t in all_trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["worker_id"] for t in dead] == ["9"]
+    retries = [t for t in all_trials if t.user_attrs.get("retry_of") == dead[0].number]
+    assert len(retries) == 1
+    assert retries[0].system_attrs["failed_trial"] == dead[0].number
+    assert retries[0].params == dead[0].params
+    assert retries[0].state == TrialState.COMPLETE
+
+
+def test_spec_mismatch_between_workers_is_refused(tmp_path, storage_url):
+    path, name = study_file(tmp_path, n_trials=2, sleep=0.0)
+    assert wait_all(start_workers(path, storage_url, 1))[0][0] == 0
+    path.write_text(path.read_text().replace("seed: 0", "seed: 1"))
+    code, out, err = wait_all(start_workers(path, storage_url, 1))[0]
+    assert code == 1
+    assert "was created from a different spec: sampler.seed is 0 there but 1" in err
+    assert len(trials(storage_url, name)) == 2
+
+
+def test_local_workers_flag(tmp_path):
+    path, name = study_file(tmp_path, n_trials=10, sleep=0.05)
+    done = subprocess.run([HPO, "run", str(path), "--workers", "3", "-q"], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "3 workers ran" in done.stdout
+    assert "database is locked" not in done.stderr
+    url = f"sqlite:///{tmp_path / name}.db"
+    assert states(url, name)[TrialState.COMPLETE] == 10
+    assert {t.user_attrs["worker_id"] for t in trials(url, name)} <= {"0", "1", "2"}
+
+
+def postgres_url():
+    url = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
+    return url
+
+
+def test_password_never_appears(tmp_path):
+    # The test server trusts local connections, so it accepts any password in the URL.
+    base = postgres_url()
+    url = base.replace("postgres@", "postgres:s3cret-pw@", 1)
+    assert "s3cret-pw" in url
+    path, name = study_file(tmp_path, n_trials=4, sleep=0.0)
+    outputs = wait_all(start_workers(path, url, 2))
+    status = subprocess.run([HPO, "status", str(path), "--json"], capture_output=True, text=True,
+                            env={**os.environ, "HPO_STORAGE": url}, timeout=60)
+    export = subprocess.run([HPO, "export", str(path), "--format", "json"], capture_output=True,
+                            text=True, env={**os.environ, "HPO_STORAGE": url}, timeout=60)
+    bad = subprocess.run([HPO, "run", str(path), "--storage",
+                          url.replace("127.0.0.1:5432", "127.0.0.1:1")],
+                         capture_output=True, text=True, timeout=60)
+    texts = [o for _, out, err in outputs for o in (out, err)]
+    texts += [status.stdout, status.stderr, export.stdout, export.stderr, bad.stdout, bad.stderr]
+    assert "Error: cannot open storage postgresql+psycopg://postgres:***@" in bad.stderr
+    for text in texts:
+        assert "s3cret-pw" not in text
+    study = optuna.load_study(study_name=name, storage=base)
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert "s3cret-pw" not in repr(study.user_attrs) + repr(system_attrs)
+    for trial in study.trials:
+        assert "s3cret-pw" not in repr(trial.user_attrs) + repr(trial.system_attrs)
+
+
+def restart_postgres():
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                   check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(not shutil.which("pg_ctlcluster"), reason="needs pg_ctlcluster")
+def test_postgres_restart_mid_run_is_survived(tmp_path):
+    url = postgres_url()
+    path, name = study_file(tmp_path, n_trials=16, sleep=0.3,
+                            extra="heartbeat: {interval: 1, grace: 3, max_retries: 3}\n")
+    workers = start_workers(path, url, 2)
+    deadline = time.monotonic() + 60
+    while finished(url, name) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    restart_postgres()
+    outputs = wait_all(workers)
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    counts = states(url, name)
+    assert counts[TrialState.COMPLETE] == 16
+    assert counts[TrialState.RUNNING] == 0
