@@ -196,3 +196,65 @@ def export(spec_file: Path | None, storage: str | None, study_name: str | None, 
     else:
         out.write_text(text)
         click.echo(f"Wrote {len(records)} trials to {out}", err=True)
+
+
+@main.command()
+@_with_study_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to bind (0 picks a free one).")
+@click.option("--read-only", "readonly", is_flag=True,
+              help="Refuse every request that would change the storage (403).")
+@click.option("--allow-remote-writes", is_flag=True,
+              help="Allow a non-loopback --host without --read-only.")
+def dashboard(spec_file: Path | None, storage: str | None, study_name: str | None, host: str,
+              port: int, readonly: bool, allow_remote_writes: bool) -> None:
+    """Serve optuna-dashboard for a study's storage (Ctrl-C stops it).
+
+    Example: hpo dashboard studies/quickstart.yaml --port 8080
+    """
+    from hpo import dashboard as board
+    from hpo.storage import mask_url, resolve_storage_url
+
+    board.check_binding(host, readonly, allow_remote_writes)
+    if spec_file is not None:
+        from hpo.spec import load_spec
+
+        url = resolve_storage_url(load_spec(spec_file), storage)
+    elif storage:
+        url = storage
+    else:
+        raise click.UsageError("give a study file or --storage")
+    app = board.make_app(url, readonly)
+    mode = " (read-only)" if readonly else ""
+
+    def announce(bound_port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"Dashboard for {mask_url(url)} at http://{shown}:{bound_port}/{mode}; "
+                   "Ctrl-C stops it", err=True)
+
+    try:
+        board.serve(app, host, port, announce)
+    except OSError as e:
+        raise HpoError(f"cannot serve on {host}:{port}: {e.strerror}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command(name="report")
+@_with_study_options
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("report.html"), show_default=True, help="The HTML file to write.")
+@click.option("--format", "fmt", type=click.Choice(["html", "png"]), default="html",
+              show_default=True, help="png also writes each figure as an image.")
+def report_command(spec_file: Path | None, storage: str | None, study_name: str | None,
+                   out: Path, fmt: str) -> None:
+    """Write one self-contained HTML report of the study (works offline).
+
+    Example: hpo report studies/quickstart.yaml --out report.html
+    """
+    from hpo.html_report import write_report
+
+    written = write_report(_open_study(spec_file, storage, study_name), out, png=fmt == "png")
+    for path in written:
+        click.echo(f"Wrote {path}")

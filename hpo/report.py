@@ -73,7 +73,7 @@ def format_summary(summary: dict[str, Any]) -> str:
              + (f" ({summary['diverged']} diverged)" if summary["diverged"] else "")]
     best = summary["best"]
     if best:
-        params = ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
+        params = ", ".join(f"{k}={short(v)}" for k, v in best["params"].items())
         lines.append(
             f"Best {summary['metric']} = {best['value']:.6g} (trial {best['number']}): {params}"
         )
@@ -90,7 +90,7 @@ def format_table(summary: dict[str, Any]) -> str:
     names = list(dict.fromkeys(k for row in rows for k in row["params"]))
     header = ["trial", summary["metric"], *names]
     body = [
-        [str(r["number"]), f"{r['value']:.6g}", *(_short(r["params"].get(n, "")) for n in names)]
+        [str(r["number"]), f"{r['value']:.6g}", *(short(r["params"].get(n, "")) for n in names)]
         for r in rows
     ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
@@ -98,7 +98,8 @@ def format_table(summary: dict[str, Any]) -> str:
                      for row in [header, *body])
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """A value as a person reads it in a table: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -147,3 +148,38 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return value
+
+
+def study_note(summary: dict[str, Any], spec_data: dict[str, Any], spec_path: str,
+               storage_url: str) -> str:
+    """The study's Markdown note for optuna-dashboard: results, how to reproduce, the spec."""
+    import yaml
+
+    best = summary["best"]
+    lines = [f"# {summary['study']}", ""]
+    if best:
+        params = ", ".join(f"`{k}={short(v)}`" for k, v in best["params"].items())
+        lines.append(f"**Best {summary['metric']}**: {best['value']:.6g} "
+                     f"(trial {best['number']}) with {params}")
+    else:
+        lines.append("**No completed trial yet.**")
+    hours, rest = divmod(int(summary["trial_seconds"]), 3600)
+    lines += [
+        "",
+        f"**Trials**: {format_counts(summary['counts'])}; "
+        f"**diverged**: {summary['diverged']}; "
+        f"**time in trials**: {hours}h {rest // 60:02d}m {rest % 60:02d}s",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        f"hpo run {spec_path} --storage '{storage_url}'",
+        "```",
+        "",
+        "## Study file as run",
+        "",
+        "```yaml",
+        yaml.safe_dump(spec_data, sort_keys=False).rstrip(),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"

@@ -110,7 +110,10 @@ def create_or_load_study(
             "choose another `name:` in the study file"
         )
     if stored is None:
+        import optuna_dashboard
+
         study.set_user_attr(SPEC_ATTR, spec.identity())
+        optuna_dashboard.set_objective_names(study, [spec.metric])  # not "Objective 0"
         return study
     difference = first_difference(stored, spec.identity())
     if difference:
@@ -409,7 +412,24 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                 progress.set_postfix_str(f"best {spec.metric}={best:.6g}", refresh=False)
         counts = count_by_state(study)
         progress.update(counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] - progress.n)
+    write_study_note(study, spec, url)
     return RunResult(
         study=study, storage_url=mask_url(url), trials_run=trials_run,
         seconds=time.perf_counter() - started, stopped_by=signals.received,
     )
+
+
+def write_study_note(study: optuna.Study, spec: StudySpec, url: str) -> None:
+    """Refresh the study's dashboard note: the spec as run (passwords masked) and a summary."""
+    import optuna_dashboard
+
+    from hpo import report
+
+    spec_data = spec.normalized()
+    if spec_data.get("storage"):
+        spec_data["storage"] = mask_url(spec_data["storage"])
+    note = report.study_note(report.summarize(study), spec_data, str(spec.source), mask_url(url))
+    try:
+        optuna_dashboard.save_note(study, note)
+    except Exception as e:  # a note is a courtesy; workers racing to write it lose nothing
+        logger.debug("could not save the study note: %s", e)

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from hpo.errors import HpoError
-from hpo.runner import SIGNAL_EXIT_CODES, RunOptions, RunResult, _progress, create_or_load_study
+from hpo.runner import (
+    SIGNAL_EXIT_CODES,
+    RunOptions,
+    RunResult,
+    _progress,
+    create_or_load_study,
+    write_study_note,
+)
 from hpo.storage import (
     STORAGE_ENV,
     count_by_state,
@@ -90,6 +97,7 @@ def run_local_workers(
         raise HpoError(f"{len(failed)} of {workers} workers failed (exit codes {codes}); "
                        f"their errors are above; the study in {mask_url(url)} keeps every "
                        "finished trial")
+    write_study_note(study, spec, url)
     return RunResult(study=study, storage_url=mask_url(url), trials_run=-1,
                      seconds=time.perf_counter() - started,
                      stopped_by=received[0] if received else None,
