@@ -243,7 +243,8 @@ class _TrialRun:
         return number
 
 
-def _progress(spec: StudySpec, total: int | None, done: int, quiet: bool) -> Any:
+def progress_bar(spec: StudySpec, total: int | None, done: int, quiet: bool) -> Any:
+    """The study-wide progress bar on stderr: finished trials of the budget, best value."""
     from tqdm import tqdm
 
     return tqdm(total=total, initial=done, desc=spec.name, unit="trial", disable=quiet,
@@ -383,7 +384,7 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
     # after every trial would cost a query per trial for a number on the screen.
     best = _best_value(study)
     pick_best = max if spec.direction == "maximize" else min
-    progress = _progress(spec, budget, finished, options.quiet)
+    progress = progress_bar(spec, budget, finished, options.quiet)
     with signals.installed(), progress:
         while signals.received is None:
             if timeout is not None and time.perf_counter() - started >= timeout:

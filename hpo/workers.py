@@ -22,8 +22,8 @@ from hpo.runner import (
     SIGNAL_EXIT_CODES,
     RunOptions,
     RunResult,
-    _progress,
     create_or_load_study,
+    progress_bar,
     write_study_note,
 )
 from hpo.storage import (
@@ -33,7 +33,7 @@ from hpo.storage import (
     open_storage,
     resolve_storage_url,
 )
-from hpo.training.loop import LOCAL_WORKERS_ENV
+from hpo.training import LOCAL_WORKERS_ENV
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
@@ -78,7 +78,7 @@ def run_local_workers(
 
     previous = {s: signal.signal(s, forward) for s in SIGNAL_EXIT_CODES}
     budget = options.n_trials or spec.n_trials
-    progress = _progress(spec, budget, 0, options.quiet)
+    progress = progress_bar(spec, budget, 0, options.quiet)
     try:
         with progress:
             while True:

@@ -55,6 +55,14 @@ def cli(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
+def assert_one_line(message: str, prefix: str, fragments: list[str]) -> None:
+    """An error message is one line, starts with `prefix`, and says each fragment."""
+    assert "\n" not in message
+    assert message.startswith(prefix)
+    for fragment in fragments:
+        assert fragment in message
+
+
 def load(path: Path, name: str = "quad") -> optuna.Study:
     """The study a test's run wrote, opened with plain Optuna."""
     return optuna.load_study(study_name=name, storage=f"sqlite:///{path.parent / name}.db")

@@ -172,3 +172,10 @@ def test_sigint_fails_running_trial_cleanly_and_next_run_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"Ran {8 - finished_before} trials" in resumed.stdout
     assert _finished(db_url) == 8
+
+
+def test_local_workers_launcher_does_not_import_torch():
+    probe = "import sys, hpo.workers; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "False", done.stderr

@@ -7,7 +7,7 @@ import pytest
 from hpo.errors import ObjectiveImportError
 from hpo.objective import load_callable
 from hpo.spec import load_spec
-from tests.conftest import cli, load
+from tests.conftest import assert_one_line, cli, load
 
 
 def spec_with(tmp_path, target, files=None):
@@ -63,11 +63,7 @@ def test_import_errors_are_one_line(tmp_path, target, files, fragments):
     spec = spec_with(tmp_path, target, files)
     with pytest.raises(ObjectiveImportError) as raised:
         load_callable(spec)
-    message = str(raised.value)
-    assert "\n" not in message
-    assert message.startswith(f"{spec.source}: objective.callable")
-    for fragment in fragments:
-        assert fragment in message
+    assert_one_line(str(raised.value), f"{spec.source}: objective.callable", fragments)
 
 
 def test_import_error_touches_no_database(tmp_path):

@@ -7,7 +7,7 @@ import yaml
 
 from hpo.errors import SpecError
 from hpo.spec import load_spec
-from tests.conftest import cli
+from tests.conftest import assert_one_line, cli
 
 GOOD = """
 name: quad
@@ -94,11 +94,7 @@ def test_bad_study_file_is_one_clear_line(tmp_path, text, fragments):
     path.write_text(text)
     with pytest.raises(SpecError) as raised:
         load_spec(path)
-    message = str(raised.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: ")
-    for fragment in fragments:
-        assert fragment in message
+    assert_one_line(str(raised.value), f"{path}: ", fragments)
 
 
 def test_missing_file(tmp_path):

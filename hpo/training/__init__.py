@@ -3,3 +3,7 @@
 Nothing here imports Optuna: the loop takes a config and a small reporter, so it runs and is
 tested on its own; `hpo.objective` adapts an Optuna trial to it.
 """
+
+# How many local workers share this machine's cores (set by `hpo run --workers`); kept here,
+# free of torch, so the worker launcher can set it without importing torch.
+LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"

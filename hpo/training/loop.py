@@ -12,13 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from hpo.divergence import DivergenceMonitor
+from hpo.training import LOCAL_WORKERS_ENV
 from hpo.training.data import Dataset
 from hpo.training.init import initialize
 from hpo.training.model import MLP
 from hpo.training.optim import make_optimizer
 
-# How many local workers share this machine's cores (set by `hpo run --workers`).
-LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
 # On a GPU, reading the loss syncs the device; check divergence every few steps there, using
 # the worst loss since the last check so no explosion is missed.
 CUDA_CHECK_EVERY = 16
