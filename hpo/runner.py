@@ -110,10 +110,8 @@ def create_or_load_study(
             "choose another `name:` in the study file"
         )
     if stored is None:
-        import optuna_dashboard
-
         study.set_user_attr(SPEC_ATTR, spec.identity())
-        optuna_dashboard.set_objective_names(study, [spec.metric])  # not "Objective 0"
+        study.set_metric_names([spec.metric])  # the dashboard shows it, not "Objective 0"
         return study
     difference = first_difference(stored, spec.identity())
     if difference:
@@ -164,6 +162,15 @@ class _StopSignals:
             self.in_objective = False
 
 
+def _system_attrs(trial: optuna.Trial) -> dict[str, Any]:
+    # Optuna read the new trial's system attrs when it created it; asking the storage again
+    # would cost every trial a query. Fall back to asking if that cache ever goes away.
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    if cached is not None:
+        return cached.system_attrs
+    return trial.storage.get_trial_system_attrs(trial._trial_id)
+
+
 class _TrialRun:
     """Wraps the objective: records the trial's worker, duration and why it stopped."""
 
@@ -199,7 +206,7 @@ class _TrialRun:
         try:
             recorder.set_attrs(self.worker)
             if self.spec.heartbeat:  # only heartbeats re-run a dead worker's trial
-                link = recorder.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+                link = _system_attrs(trial).get("failed_trial")
                 if link is not None:
                     recorder.set_attrs({"retry_of": link})
             recorder.start()
@@ -265,14 +272,16 @@ class _Move(enum.Enum):
 
 
 def next_move(counts: dict[TrialState, int], budget: int | None,
-              grid_left: int | None) -> _Move:
+              grid_left: int | None, heartbeats: bool = True) -> _Move:
     """What a worker does next, given the study's trial counts (taken under the study lock).
 
     The budget counts finished trials and reserves running ones, so no number of workers
-    overshoots it; a queued retry of a dead worker's trial is always started.
+    overshoots it; a queued retry of a dead worker's trial is always started. Without
+    heartbeats a dead worker's trial would stay RUNNING forever, so running trials reserve
+    nothing and nobody waits for them (several workers may then overshoot).
     """
     finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-    running = counts[TrialState.RUNNING]
+    running = counts[TrialState.RUNNING] if heartbeats else 0
     if budget is not None and finished >= budget:
         # Anything still running now is a dead worker's trial: wait until it is failed.
         return _Move.WAIT if running else _Move.DONE
@@ -369,7 +378,7 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
         try:
             counts = count_by_state(study)
             grid_left = _grid_points_left(study, grid_size) if grid_size else None
-            move = next_move(counts, budget, grid_left)
+            move = next_move(counts, budget, grid_left, heartbeats=bool(spec.heartbeat))
             if move == _Move.WAIT:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
             elif move == _Move.START:

@@ -246,3 +246,38 @@ def test_study_readable_by_optuna_cli(tmp_path):
     trials = json.loads(output)
     assert [t["state"] for t in trials] == ["COMPLETE"] * 3
     assert {t["number"] for t in trials} == {0, 1, 2}
+
+
+def test_without_heartbeats_a_dead_workers_trial_does_not_block_the_run(tmp_path):
+    path = study_file(tmp_path, n_trials=3)
+    path.write_text(path.read_text() + "heartbeat: false\n")
+    assert cli("run", path, "-q", "--n-trials", "1").exit_code == 0
+    study = load(path)
+    study.ask()  # a trial left RUNNING, as by a worker killed with kill -9
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    counts = {s: sum(t.state == s for t in load(path).trials) for s in TrialState}
+    assert counts[TrialState.COMPLETE] == 3 and counts[TrialState.RUNNING] == 1
+
+
+def test_with_heartbeats_a_dead_workers_trial_is_failed_and_rerun(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    path.write_text(path.read_text() + "heartbeat: {interval: 1, grace: 2, max_retries: 1}\n")
+    assert cli("run", path, "-q", "--n-trials", "1").exit_code == 0
+    # A RUNNING trial with a last heartbeat long ago: its worker died.
+    from hpo.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/quad.db")
+    study = optuna.load_study(study_name="quad", storage=storage)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(-5.0, 5.0)})
+    storage.record_heartbeat(orphan._trial_id)
+    import time
+
+    time.sleep(3)
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    trials = load(path).trials
+    assert trials[orphan.number].state == TrialState.FAIL
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retry) == 1 and retry[0].params["x"] == trials[orphan.number].params["x"]
+    assert TrialState.RUNNING not in {t.state for t in trials}
