@@ -104,8 +104,9 @@ def run(
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
     summary = report.summarize(result.study)
     click.echo(report.format_summary(summary))
-    ran = (f"{workers} workers ran" if workers > 1 else f"Ran {result.trials_run} trials")
-    click.echo(f"{ran} in {result.seconds:.1f} s; stored in {result.storage_url}")
+    by = f" with {workers} workers" if workers > 1 else ""
+    click.echo(f"Ran {result.trials_run} trials{by} in {result.seconds:.1f} s; "
+               f"stored in {result.storage_url}")
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(result.exit_code)
 

@@ -78,7 +78,9 @@ def run_local_workers(
 
     previous = {s: signal.signal(s, forward) for s in SIGNAL_EXIT_CODES}
     budget = options.n_trials or spec.n_trials
-    progress = progress_bar(spec, budget, 0, options.quiet)
+    counts = count_by_state(study)
+    finished_before = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    progress = progress_bar(spec, budget, finished_before, options.quiet)
     try:
         with progress:
             while True:
@@ -98,7 +100,9 @@ def run_local_workers(
                        f"their errors are above; the study in {mask_url(url)} keeps every "
                        "finished trial")
     write_study_note(study, spec, url)
-    return RunResult(study=study, storage_url=mask_url(url), trials_run=-1,
+    counts = count_by_state(study)
+    return RunResult(study=study, storage_url=mask_url(url),
+                     trials_run=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                     - finished_before,
                      seconds=time.perf_counter() - started,
-                     stopped_by=received[0] if received else None,
-                     extra={"workers": workers})
+                     stopped_by=received[0] if received else None)

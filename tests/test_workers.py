@@ -143,7 +143,7 @@ def test_local_workers_flag(tmp_path):
     done = subprocess.run([HPO, "run", str(path), "--workers", "3", "-q"], capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    assert "3 workers ran" in done.stdout
+    assert "Ran 10 trials with 3 workers" in done.stdout
     assert "database is locked" not in done.stderr
     url = f"sqlite:///{tmp_path / name}.db"
     assert states(url, name)[TrialState.COMPLETE] == 10
