@@ -27,6 +27,7 @@ from hpo.recorder import TrialRecorder
 from hpo.samplers import make_sampler
 from hpo.storage import (
     count_by_state,
+    finished_count,
     mask_url,
     open_storage,
     rdb_backend,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hpo")
 
 SPEC_ATTR = "hpo_spec"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A run whose trials keep raising is most likely a bug in the objective, not bad luck.
 MAX_FAILURES_IN_A_ROW = 5
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -279,7 +279,7 @@ def next_move(counts: dict[TrialState, int], budget: int | None,
     heartbeats a dead worker's trial would stay RUNNING forever, so running trials reserve
     nothing and nobody waits for them (several workers may then overshoot).
     """
-    finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    finished = finished_count(counts)
     running = counts[TrialState.RUNNING] if heartbeats else 0
     if budget is not None and finished >= budget:
         # Anything still running now is a dead worker's trial: wait until it is failed.
@@ -382,12 +382,11 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
             elif move == _Move.START:
                 study.optimize(trial_run, n_trials=1, catch=(Exception,))
-            return move, counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+            return move, finished_count(counts)
         finally:
             lock.release()
 
-    finished = count_by_state(study)
-    finished = finished[TrialState.COMPLETE] + finished[TrialState.PRUNED]
+    finished = finished_count(count_by_state(study))
     # The bar's best is the study's at start, then this worker's: reading the study's best
     # after every trial would cost a query per trial for a number on the screen.
     best = _best_value(study)
@@ -420,7 +419,7 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
             if best is not None:
                 progress.set_postfix_str(f"best {spec.metric}={best:.6g}", refresh=False)
         counts = count_by_state(study)
-        progress.update(counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] - progress.n)
+        progress.update(finished_count(counts) - progress.n)
     write_study_note(study, spec, url)
     return RunResult(
         study=study, storage_url=mask_url(url), trials_run=trials_run,

@@ -184,6 +184,13 @@ def rdb_backend(storage: BaseStorage) -> RDBStorage | None:
     return backend if isinstance(backend, RDBStorage) else None
 
 
+def finished_count(counts: dict[TrialState, int]) -> int:
+    """Finished trials, as the budget counts them: COMPLETE and PRUNED (not FAIL)."""
+    from optuna.trial import TrialState
+
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+
+
 def count_by_state(study: optuna.Study) -> dict[TrialState, int]:
     """How many of the study's trials are in each state, counted by the database.
 

@@ -15,8 +15,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from optuna.trial import TrialState
-
 from hpo.errors import HpoError
 from hpo.runner import (
     SIGNAL_EXIT_CODES,
@@ -29,6 +27,7 @@ from hpo.runner import (
 from hpo.storage import (
     STORAGE_ENV,
     count_by_state,
+    finished_count,
     mask_url,
     open_storage,
     resolve_storage_url,
@@ -79,13 +78,13 @@ def run_local_workers(
     previous = {s: signal.signal(s, forward) for s in SIGNAL_EXIT_CODES}
     budget = options.n_trials or spec.n_trials
     counts = count_by_state(study)
-    finished_before = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    finished_before = finished_count(counts)
     progress = progress_bar(spec, budget, finished_before, options.quiet)
     try:
         with progress:
             while True:
                 counts = count_by_state(study)
-                progress.update(counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                progress.update(finished_count(counts)
                                 - progress.n)
                 if all(child.poll() is not None for child in children):
                     break
@@ -102,7 +101,7 @@ def run_local_workers(
     write_study_note(study, spec, url)
     counts = count_by_state(study)
     return RunResult(study=study, storage_url=mask_url(url),
-                     trials_run=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                     trials_run=finished_count(counts)
                      - finished_before,
                      seconds=time.perf_counter() - started,
                      stopped_by=received[0] if received else None)
