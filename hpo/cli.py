@@ -76,10 +76,12 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
 @click.option("--worker-id", envvar="HPO_WORKER_ID", default="",
               help="This worker's id, distinct per worker (seeds its sampler). "
                    "[env: HPO_WORKER_ID]")
+# `--workers N` starts its workers with --no-note: the parent writes the note once, at the end.
+@click.option("--note/--no-note", default=True, hidden=True)
 @click.pass_context
 def run(
     ctx: click.Context, spec_file: Path, storage: str | None, n_trials: int | None,
-    timeout: float | None, quiet: bool, workers: int, worker_id: str,
+    timeout: float | None, quiet: bool, workers: int, worker_id: str, note: bool,
 ) -> None:
     """Run the study a study file describes, resuming it if it exists.
 
@@ -93,7 +95,7 @@ def run(
 
     spec = load_spec(spec_file)
     _quiet_optuna(ctx.obj["debug"])
-    options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id)
+    options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id, note)
     if workers > 1:
         from hpo.workers import run_local_workers
 

@@ -5,6 +5,10 @@ workers that both see 39 of 40 finished start trial 40 twice (Optuna's MaxTrials
 overshoots by up to workers - 1 that way) and a grid point can be handed out twice. The lock
 is held from the count until the new trial exists: a PostgreSQL advisory lock, a MySQL named
 lock, or a file lock beside a SQLite database (whose workers share one machine).
+
+Every worker waits for this lock before every trial, so it is kept to few round trips: on a
+server the count runs on the lock's own connection, and PostgreSQL's lock is a transaction
+lock that the closing COMMIT releases.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ class StudyLock:
         self._held: Any = None
 
     @property
+    def connection(self) -> Any:
+        """The connection holding a server lock (count on it), else None."""
+        return None if self._held is True or self._dialect == "sqlite" else self._held
+
+    @property
     def _dialect(self) -> str:
         return self._backend.engine.dialect.name if self._backend is not None else "none"
 
@@ -46,8 +55,8 @@ class StudyLock:
             self._held = handle
         elif self._dialect == "postgresql":
             connection = self._backend.engine.connect()
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
-            connection.commit()
+            # Held until the transaction this begins ends, in release().
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._key})
             self._held = connection
         elif self._dialect in ("mysql", "mariadb"):
             connection = self._backend.engine.connect()
@@ -72,9 +81,7 @@ class StudyLock:
             held.close()
             return
         try:
-            if self._dialect == "postgresql":
-                held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-            else:
+            if self._dialect != "postgresql":
                 held.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": self._name})
             held.commit()
         finally:

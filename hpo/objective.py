@@ -105,6 +105,20 @@ def build_objective(spec: StudySpec) -> Objective:
     return objective
 
 
+def check_objective(spec: StudySpec) -> None:
+    """Raise the error `build_objective` would for a bad callable or data file, cheaply.
+
+    For a launcher that starts workers: it imports neither torch nor a built-in dataset
+    (the spec already checked its name), which would cost seconds before any worker starts.
+    """
+    if not spec.objective.trainer:
+        load_callable(spec)
+    elif spec.objective.data.path:
+        from hpo.training.data import load_data
+
+        load_data(spec.objective.data, spec.source.parent, f"{spec.source}: objective.data")
+
+
 def hidden_layers(value: Any) -> list[int]:
     """A searched `hidden` choice: 128 (one layer), "128,64" (widths), "128x3" (3 layers)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -154,15 +168,16 @@ def _finite_or_none(values: list[float]) -> list[float | None]:
 def _trainer_objective(spec: StudySpec) -> Objective:
     import optuna
 
+    from hpo.training import loop
     from hpo.training.data import load_data
-    from hpo.training.loop import train
 
     data = load_data(spec.objective.data, spec.source.parent, f"{spec.source}: objective.data")
+    loop.warm_up()
 
     def objective(trial: optuna.Trial) -> float:
         suggest_all(trial, spec.search_space)
         config = trainer_config(spec, trial.params)
-        result = train(config, data, _TrialReporter(trial, spec.metric))
+        result = loop.train(config, data, _TrialReporter(trial, spec.metric))
         attrs = {
             "epochs_run": result.epochs_run,
             "initial_loss": _finite_or_none([result.initial_loss])[0],

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo import space
+from hpo.claiming import ClaimingStudy
 from hpo.errors import HpoError, StorageError
 from hpo.locking import StudyLock
 from hpo.objective import Objective, build_objective
@@ -59,6 +60,8 @@ class RunOptions:
     timeout: float | None = None
     quiet: bool = False
     worker_id: str = ""  # distinct per worker: seeds its sampler, recorded on its trials
+    # Refresh the study's dashboard note at the end (importing optuna-dashboard costs ~1 s).
+    write_note: bool = True
 
 
 @dataclass
@@ -90,18 +93,17 @@ def first_difference(stored: Any, current: Any, path: str = "") -> tuple[str, An
 def create_or_load_study(
     spec: StudySpec, storage: BaseStorage, url: str, pruner: CompositePruner | None = None,
     worker_id: str = "",
-) -> optuna.Study:
+) -> ClaimingStudy:
     """The spec's study, created on first run; a study made from another spec is refused."""
     sampler = make_sampler(spec, worker_id)
     try:
-        study = optuna.load_study(
-            study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner
-        )
+        study = ClaimingStudy(study_name=spec.name, storage=storage, sampler=sampler,
+                              pruner=pruner)
     except KeyError:
-        study = optuna.create_study(
-            study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
-            direction=spec.direction, load_if_exists=True,
-        )
+        optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                            load_if_exists=True)
+        study = ClaimingStudy(study_name=spec.name, storage=storage, sampler=sampler,
+                              pruner=pruner)
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None and study.trials:
         raise StorageError(
@@ -181,7 +183,7 @@ class _TrialRun:
         self.objective = objective
         self.pruner = pruner
         self.signals = signals
-        self.on_start = on_start  # releases the study lock once the trial exists
+        self.on_start = on_start  # releases a grid study's lock once its point is picked
         self.worker = {"worker_host": socket.gethostname(), "worker_pid": os.getpid()}
         if worker_id:
             self.worker["worker_id"] = worker_id
@@ -375,13 +377,27 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
     def step() -> tuple[_Move, int]:
         lock.acquire()
         try:
-            counts = count_by_state(study)
-            grid_left = _grid_points_left(study, grid_size) if grid_size else None
-            move = next_move(counts, budget, grid_left, heartbeats=bool(spec.heartbeat))
+            counts = count_by_state(study, lock.connection)
+            if study.claimed is not None:  # claimed before the database went away
+                move = _Move.START
+            else:
+                grid_left = _grid_points_left(study, grid_size) if grid_size else None
+                move = next_move(counts, budget, grid_left, heartbeats=bool(spec.heartbeat))
             if move == _Move.WAIT:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
             elif move == _Move.START:
+                study.claim(pop_waiting=counts[TrialState.WAITING] > 0)
+                if grid_size is None:
+                    # The trial exists and counts as running: others may count now. The grid
+                    # sampler picks its point in `ask`, so a grid study keeps the lock until
+                    # the objective starts, or two workers could pick the same point.
+                    lock.release()
+                if spec.heartbeat:
+                    study.beat_for_claim()
                 study.optimize(trial_run, n_trials=1, catch=(Exception,))
+                if study.claimed is not None:
+                    raise RuntimeError(f"Optuna {optuna.__version__}'s ask did not run the "
+                                       "claimed trial; hpo needs optuna>=5,<6")
             return move, finished_count(counts)
         finally:
             lock.release()
@@ -420,7 +436,8 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                 progress.set_postfix_str(f"best {spec.metric}={best:.6g}", refresh=False)
         counts = count_by_state(study)
         progress.update(finished_count(counts) - progress.n)
-    write_study_note(study, spec, url)
+    if options.write_note:
+        write_study_note(study, spec, url)
     return RunResult(
         study=study, storage_url=mask_url(url), trials_run=trials_run,
         seconds=time.perf_counter() - started, stopped_by=signals.received,

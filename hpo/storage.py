@@ -8,7 +8,7 @@ import sqlite3
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hpo.errors import StorageError
 
@@ -191,10 +191,11 @@ def finished_count(counts: dict[TrialState, int]) -> int:
     return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
 
 
-def count_by_state(study: optuna.Study) -> dict[TrialState, int]:
+def count_by_state(study: optuna.Study, connection: Any = None) -> dict[TrialState, int]:
     """How many of the study's trials are in each state, counted by the database.
 
-    Optuna's own count loads every trial; a worker asks before each trial, so it counts in SQL.
+    Optuna's own count loads every trial; a worker asks before each trial, so it counts in SQL,
+    on `connection` if given (the study lock's), else on a connection of its own.
     """
     from optuna.trial import TrialState
 
@@ -211,7 +212,11 @@ def count_by_state(study: optuna.Study) -> dict[TrialState, int]:
     trial = models.TrialModel
     query = (select(trial.state, func.count()).where(trial.study_id == study._study_id)
              .group_by(trial.state))
-    with Session(backend.engine) as session:
-        for state, n in session.execute(query):
-            counts[state] = n
+    if connection is not None:
+        rows = connection.execute(query).all()
+    else:
+        with Session(backend.engine) as session:
+            rows = session.execute(query).all()
+    for state, n in rows:
+        counts[state] = n
     return counts

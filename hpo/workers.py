@@ -42,7 +42,7 @@ POLL_S = 0.5
 
 def worker_command(spec: StudySpec, options: RunOptions, index: int, debug: bool) -> list[str]:
     command = [sys.executable, "-m", "hpo"] + (["--debug"] if debug else [])
-    command += ["run", str(spec.source), "-q", "--worker-id", str(index)]
+    command += ["run", str(spec.source), "-q", "--no-note", "--worker-id", str(index)]
     if options.n_trials:
         command += ["--n-trials", str(options.n_trials)]
     if options.timeout:
@@ -54,9 +54,9 @@ def run_local_workers(
     spec: StudySpec, options: RunOptions, workers: int, debug: bool = False
 ) -> RunResult:
     """Run the study with `workers` local worker processes; returns when all have stopped."""
-    from hpo.objective import build_objective
+    from hpo.objective import check_objective
 
-    build_objective(spec)  # a bad objective or data file is one error here, not N
+    check_objective(spec)  # a bad objective or data file is one error here, not N
     url = resolve_storage_url(spec, options.storage)
     study = create_or_load_study(spec, open_storage(url, spec.heartbeat), url)
     # The URL travels in the environment, not on command lines other users can list.
@@ -84,8 +84,7 @@ def run_local_workers(
         with progress:
             while True:
                 counts = count_by_state(study)
-                progress.update(finished_count(counts)
-                                - progress.n)
+                progress.update(finished_count(counts) - progress.n)
                 if all(child.poll() is not None for child in children):
                     break
                 time.sleep(POLL_S)
@@ -101,7 +100,6 @@ def run_local_workers(
     write_study_note(study, spec, url)
     counts = count_by_state(study)
     return RunResult(study=study, storage_url=mask_url(url),
-                     trials_run=finished_count(counts)
-                     - finished_before,
+                     trials_run=finished_count(counts) - finished_before,
                      seconds=time.perf_counter() - started,
                      stopped_by=received[0] if received else None)

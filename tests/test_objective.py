@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 
-from hpo.errors import ObjectiveImportError
-from hpo.objective import load_callable
+from hpo.errors import DataError, ObjectiveImportError
+from hpo.objective import check_objective, load_callable
 from hpo.spec import load_spec
 from tests.conftest import assert_one_line, cli, load
+
+STUDIES = Path(__file__).parent.parent / "studies"
 
 
 def spec_with(tmp_path, target, files=None):
@@ -104,3 +111,26 @@ def test_conditional_entries(tmp_path):
     assert {t.params["optimizer"] for t in trials} == {"sgd", "adam"}
     for trial in trials:
         assert ("momentum" in trial.params) == (trial.params["optimizer"] == "sgd")
+
+
+def test_the_launchers_check_of_a_trainer_imports_neither_torch_nor_the_dataset(tmp_path):
+    shutil.copy(STUDIES / "quickstart.yaml", tmp_path)
+    probe = (
+        "import sys\n"
+        "from hpo.objective import check_objective\n"
+        "from hpo.spec import load_spec\n"
+        f"check_objective(load_spec({str(tmp_path / 'quickstart.yaml')!r}))\n"
+        "print('torch' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_the_launchers_check_finds_a_missing_data_file(tmp_path):
+    data = yaml.safe_load((STUDIES / "wine-csv.yaml").read_text())
+    path = tmp_path / "wine-csv.yaml"
+    path.write_text(yaml.safe_dump(data))  # without wine.csv beside it
+    with pytest.raises(DataError) as raised:
+        check_objective(load_spec(path))
+    assert_one_line(str(raised.value), str(path), ["objective.data.path", "wine.csv"])

@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 
 import optuna
+import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
@@ -148,6 +149,10 @@ def test_local_workers_flag(tmp_path):
     url = f"sqlite:///{tmp_path / name}.db"
     assert states(url, name)[TrialState.COMPLETE] == 10
     assert {t.user_attrs["worker_id"] for t in trials(url, name)} <= {"0", "1", "2"}
+    # The dashboard note is written once, by the launcher, not by each of its workers.
+    study = optuna.load_study(study_name=name, storage=url)
+    assert study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"] == 1
+    assert optuna_dashboard.get_note(study).startswith(f"# {name}")
 
 
 def postgres_url():

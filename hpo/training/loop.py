@@ -86,6 +86,15 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def warm_up() -> None:
+    """Pay torch's one-time costs now, so the first trial's times compare with the others'.
+
+    A process's first optimizer imports torch._dynamo: 1.5 s on a small CPU, which would
+    otherwise land in trial 0's duration (and in every local worker's first trial).
+    """
+    make_optimizer("sgd", [torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
     sched = torch.optim.lr_scheduler
     if config.lr_schedule == "cosine":
