@@ -49,7 +49,7 @@ def objective(trial):
         while len(os.listdir(READY)) < int(os.environ["BENCH_WORKERS"]):
             time.sleep(0.01)
         waited = True
-    time.sleep({sleep})
+    time.sleep(float(os.environ["BENCH_SLEEP"]))
     return trial.params["x"]
 '''
 
@@ -92,10 +92,11 @@ def measure(url: str, name: str, n: int, start_at: float) -> tuple[float, int]:
     return len(done) / (end - start_at), len(done) - n
 
 
-def run_workers(commands: list[list[str]], folder: Path) -> float:
+def run_workers(commands: list[list[str]], folder: Path, sleep: float) -> float:
     """Run the workers to the end; the time the last of them was ready to start."""
     ready = Path(tempfile.mkdtemp(dir=folder))
-    env = {**os.environ, "BENCH_READY": str(ready), "BENCH_WORKERS": str(len(commands))}
+    env = {**os.environ, "BENCH_READY": str(ready), "BENCH_WORKERS": str(len(commands)),
+           "BENCH_SLEEP": str(sleep)}
     env.pop("HPO_STORAGE", None)
     workers = [subprocess.Popen(c, cwd=folder, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True) for c in commands]
@@ -106,8 +107,46 @@ def run_workers(commands: list[list[str]], folder: Path) -> float:
     return max(marker.stat().st_mtime for marker in ready.iterdir())
 
 
+def run_study(kind: str, url: str, folder: Path, workers: int, n: int,
+              sleep: float) -> tuple[float, int]:
+    """Run an `n`-trial study with `workers` hpo or plain Optuna processes; measure() it."""
+    name = f"bench-{kind}-{workers}-{uuid.uuid4().hex[:8]}"
+    if kind == "hpo":
+        spec = folder / f"{name}.yaml"
+        spec.write_text(STUDY.format(name=name, n=n))
+        commands = [[sys.executable, "-m", "hpo", "run", str(spec), "-q", "--storage", url,
+                     "--worker-id", str(i)] for i in range(workers)]
+    else:
+        script = folder / f"{name}.py"
+        script.write_text(PLAIN.format(folder=str(folder), name=name, url=url, n=n))
+        commands = [[sys.executable, str(script)]] * workers
+    start_at = run_workers(commands, folder, sleep)
+    try:
+        return measure(url, name, n, start_at)
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds this machine has spent busy since boot, every process (the database too)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_trial(kind: str, url: str, folder: Path) -> float:
+    """Seconds of CPU, worker and database server together, one trial of a 0 s objective costs:
+    the difference between a 220- and a 20-trial run, so start-up cancels out."""
+    spent = []
+    for n in (20, 220):
+        before = busy_cpu_seconds()
+        run_study(kind, url, folder, 1, n, 0.0)
+        spent.append(busy_cpu_seconds() - before)
+    return (spent[1] - spent[0]) / 200
+
+
 def scaling(url: str, folder: Path, counts: list[int], sleep: float) -> None:
-    (folder / "objective.py").write_text(OBJECTIVE.format(sleep=sleep))
+    (folder / "objective.py").write_text(OBJECTIVE)
     print(f"{sleep} s objective, {TRIALS_PER_WORKER} trials per worker, PostgreSQL")
     print(f"{'workers':>7} {'hpo trials/s':>12} {'eff.':>5} {'over':>4}   "
           f"{'optuna trials/s':>15} {'eff.':>5} {'over':>4}")
@@ -116,23 +155,23 @@ def scaling(url: str, folder: Path, counts: list[int], sleep: float) -> None:
         ideal = workers / sleep
         results = []
         for kind in ("hpo", "optuna"):
-            name = f"bench-{kind}-{workers}-{uuid.uuid4().hex[:8]}"
-            if kind == "hpo":
-                spec = folder / f"{name}.yaml"
-                spec.write_text(STUDY.format(name=name, n=n))
-                commands = [[sys.executable, "-m", "hpo", "run", str(spec), "-q", "--storage",
-                             url, "--worker-id", str(i)] for i in range(workers)]
-            else:
-                script = folder / f"{name}.py"
-                script.write_text(PLAIN.format(folder=str(folder), name=name, url=url, n=n))
-                commands = [[sys.executable, str(script)]] * workers
-            start_at = run_workers(commands, folder)
-            rate, over = measure(url, name, n, start_at)
+            rate, over = run_study(kind, url, folder, workers, n, sleep)
             results.append((rate, rate / ideal, over))
-            optuna.delete_study(study_name=name, storage=url)
         (h_rate, h_eff, h_over), (o_rate, o_eff, o_over) = results
         print(f"{workers:7d} {h_rate:12.2f} {h_eff:5.2f} {h_over:4d}   "
               f"{o_rate:15.2f} {o_eff:5.2f} {o_over:4d}", flush=True)
+    if not Path("/proc/stat").exists():
+        return
+    # All workers share this machine's cores here, unlike workers on machines of their own:
+    # past some count the machine, not the lock or the database, is the limit.
+    cores = os.cpu_count() or 1
+    for kind in ("hpo", "optuna"):
+        cost = cpu_per_trial(kind, url, folder)
+        ceilings = ", ".join(
+            f"{w}: {min(1.0, cores / (w / sleep * cost)):.2f}" for w in counts
+        )
+        print(f"{kind:>6}: {cost * 1000:.1f} ms of CPU a trial (worker + PostgreSQL), so "
+              f"{cores} cores cap efficiency at {ceilings} workers", flush=True)
 
 
 def steady_rate(trials: list[optuna.trial.FrozenTrial]) -> float:
