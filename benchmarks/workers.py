@@ -1,16 +1,20 @@
 """Scaling of worker processes on PostgreSQL: hpo against plain Optuna with MaxTrialsCallback.
 
-A fixed 0.2 s objective; 1, 2, 4, 8 and 16 worker processes, 10 trials per worker. Process
-start-up on this 2-core machine is staggered (each loads Python and Optuna), so every worker's
-first trial waits for a common start time and throughput is measured from it: trials/s,
-efficiency against ideal scaling (N workers x 5 trials/s), and overshoot (finished trials
-beyond n_trials). The baseline is plain Optuna processes sharing a study with
-`MaxTrialsCallback(n_trials, states=(COMPLETE,))`.
+A fixed 0.2 s objective; 1, 2, 4, 8 and 16 worker processes, 10 trials per worker. Starting
+a process takes seconds of CPU on a small machine, so every worker's first trial waits at a
+barrier until all are up, and throughput is measured from then: trials/s, efficiency against
+ideal scaling (N workers x 5 trials/s), and overshoot (finished trials beyond n_trials). The
+baseline is plain Optuna processes sharing a study with
+`MaxTrialsCallback(n_trials, states=(COMPLETE,))`. Last, the CPU one trial costs (worker and
+PostgreSQL together) and the efficiency this machine's cores allow at each worker count, when
+all workers share them.
 
-Then real training on the CPU: trials per hour of the digits trainer with `--workers 1` against
-`--workers 2` (torch's threads split between them).
+Then real training on the CPU: trials per hour of the digits trainer with one worker (torch's
+default threads, and one thread) against `--workers 2`, while training and for the whole
+command.
 
     python benchmarks/workers.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+        [--sleep 0.2] [--workers 1 2 4 8 16] [--train-trials 64]
 """
 
 from __future__ import annotations
