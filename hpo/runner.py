@@ -396,8 +396,8 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                     study.beat_for_claim()
                 study.optimize(trial_run, n_trials=1, catch=(Exception,))
                 if study.claimed is not None:
-                    raise RuntimeError(f"Optuna {optuna.__version__}'s ask did not run the "
-                                       "claimed trial; hpo needs optuna>=5,<6")
+                    raise HpoError(f"Optuna {optuna.__version__}'s ask did not run the trial "
+                                   "this worker claimed; install optuna>=5,<6")
             return move, finished_count(counts)
         finally:
             lock.release()
