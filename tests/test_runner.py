@@ -281,3 +281,15 @@ def test_with_heartbeats_a_dead_workers_trial_is_failed_and_rerun(tmp_path):
     retry = [t for t in trials if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retry) == 1 and retry[0].params["x"] == trials[orphan.number].params["x"]
     assert TrialState.RUNNING not in {t.state for t in trials}
+
+
+def test_an_optuna_whose_ask_ignores_the_claim_is_refused_in_one_line(tmp_path, monkeypatch):
+    from hpo.claiming import ClaimingStudy
+
+    # As if a later Optuna renamed the hook: ask would start a trial nobody claimed.
+    monkeypatch.setattr(ClaimingStudy, "_pop_waiting_trial_id", optuna.Study._pop_waiting_trial_id)
+    path = study_file(tmp_path, n_trials=3)
+    result = cli("run", path, "-q")
+    assert result.exit_code == 1
+    assert "ask did not run the trial this worker claimed; install optuna>=5,<6" in result.output
+    assert "Traceback" not in result.output
