@@ -446,8 +446,6 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
 
 def write_study_note(study: optuna.Study, spec: StudySpec, url: str) -> None:
     """Refresh the study's dashboard note: the spec as run (passwords masked) and a summary."""
-    import optuna_dashboard
-
     from hpo import report
 
     spec_data = spec.normalized()
@@ -455,6 +453,33 @@ def write_study_note(study: optuna.Study, spec: StudySpec, url: str) -> None:
         spec_data["storage"] = mask_url(spec_data["storage"])
     note = report.study_note(report.summarize(study), spec_data, str(spec.source), mask_url(url))
     try:
-        optuna_dashboard.save_note(study, note)
+        _dashboard_save_note()(study, note)
     except Exception as e:  # a note is a courtesy; workers racing to write it lose nothing
         logger.debug("could not save the study note: %s", e)
+
+
+def _dashboard_save_note() -> Any:
+    """`optuna_dashboard.save_note`, without importing the whole dashboard if it can.
+
+    `import optuna_dashboard` loads its web app and, through Optuna's importance module,
+    scikit-learn: a second of CPU at the end of every run, for one function that needs only
+    Optuna. So its `_note` module is loaded on its own; should the package be laid out
+    differently, it is imported the ordinary way.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "optuna_dashboard" in sys.modules:
+        return sys.modules["optuna_dashboard"].save_note
+    try:
+        package = importlib.util.find_spec("optuna_dashboard")
+        path = Path(next(iter(package.submodule_search_locations))) / "_note.py"
+        found = importlib.util.spec_from_file_location("hpo._dashboard_note", path)
+        module = importlib.util.module_from_spec(found)
+        found.loader.exec_module(module)
+        return module.save_note
+    except Exception:  # any change of layout: the public way still works
+        import optuna_dashboard
+
+        return optuna_dashboard.save_note

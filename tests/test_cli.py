@@ -108,7 +108,8 @@ def test_installed_command_runs_a_study(tmp_path):
     assert "3 complete" in module.stdout
 
 
-def test_help_and_user_objective_run_do_not_import_torch(tmp_path):
+def test_help_and_user_objective_run_do_not_import_torch_or_sklearn(tmp_path):
+    # sklearn would come with `import optuna_dashboard`, for the note a run writes at the end.
     path = write_study(tmp_path, STUDY.format(n=1, function="objective"))
     probe = (
         "import sys\n"
@@ -117,14 +118,18 @@ def test_help_and_user_objective_run_do_not_import_torch(tmp_path):
         "    main(sys.argv[1:])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print('torch' in sys.modules, 'optuna' in sys.modules, file=sys.stderr)\n"
+        "print('torch' in sys.modules, 'optuna' in sys.modules, 'sklearn' in sys.modules,\n"
+        "      file=sys.stderr)\n"
     )
     help_run = subprocess.run([sys.executable, "-c", probe, "--help"],
                               capture_output=True, text=True, timeout=60)
-    assert help_run.stderr.split()[-2:] == ["False", "False"]
+    assert help_run.stderr.split()[-3:] == ["False", "False", "False"]
     run = subprocess.run([sys.executable, "-c", probe, "run", str(path), "-q"],
                          capture_output=True, text=True, timeout=120)
-    assert run.stderr.split()[-2:] == ["False", "True"]
+    assert run.stderr.split()[-3:] == ["False", "True", "False"], run.stderr
+    import optuna_dashboard  # ...and the note it wrote without the dashboard reads as one
+
+    assert optuna_dashboard.get_note(load(path)).startswith("# quad")
 
 
 SLOW = '''
