@@ -172,10 +172,10 @@ def scaling(url: str, folder: Path, counts: list[int], sleep: float) -> None:
     for kind in ("hpo", "optuna"):
         cost = cpu_per_trial(kind, url, folder)
         ceilings = ", ".join(
-            f"{w}: {min(1.0, cores / (w / sleep * cost)):.2f}" for w in counts
+            f"{min(1.0, cores / (w / sleep * cost)):.2f} with {w}" for w in counts
         )
-        print(f"{kind:>6}: {cost * 1000:.1f} ms of CPU a trial (worker + PostgreSQL), so "
-              f"{cores} cores cap efficiency at {ceilings} workers", flush=True)
+        print(f"{kind:>6}: {cost * 1000:.1f} ms of CPU a trial (worker + PostgreSQL); "
+              f"{cores} cores allow an efficiency of at most {ceilings} workers", flush=True)
 
 
 def steady_rate(trials: list[optuna.trial.FrozenTrial]) -> float:
