@@ -370,6 +370,10 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
     signals = _StopSignals()
     lock = StudyLock(rdb_backend(storage), spec.name)
     trial_run = _TrialRun(spec, objective, pruner, signals, lock.release, options.worker_id)
+    # Others may count once `ask` takes up this worker's claim. The grid sampler picks its
+    # point inside `ask`, so a grid study keeps the lock until the objective starts
+    # (`trial_run` releases it), or two workers could pick the same point.
+    study.on_ask = lock.release if grid_size is None else None
     reconnecting = _Reconnecting(url)
     started = time.perf_counter()
     trials_run = 0
@@ -387,11 +391,6 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its slot
             elif move == _Move.START:
                 study.claim(pop_waiting=counts[TrialState.WAITING] > 0)
-                if grid_size is None:
-                    # The trial exists and counts as running: others may count now. The grid
-                    # sampler picks its point in `ask`, so a grid study keeps the lock until
-                    # the objective starts, or two workers could pick the same point.
-                    lock.release()
                 if spec.heartbeat:
                     study.beat_for_claim()
                 study.optimize(trial_run, n_trials=1, catch=(Exception,))

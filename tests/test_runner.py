@@ -293,3 +293,29 @@ def test_an_optuna_whose_ask_ignores_the_claim_is_refused_in_one_line(tmp_path, 
     assert result.exit_code == 1
     assert "ask did not run the trial this worker claimed; install optuna>=5,<6" in result.output
     assert "Traceback" not in result.output
+
+
+def test_stale_trials_are_failed_only_under_the_study_lock(tmp_path, monkeypatch):
+    # Failing a dead worker's trial and queueing its retry are two commits; a worker counting
+    # between them would see a free slot and overshoot. Optuna's optimize fails stale trials
+    # before `ask`, so hpo must still hold the lock there.
+    import fcntl
+
+    path = study_file(tmp_path, n_trials=3)
+    lock_file = tmp_path / "quad.hpo-lock"
+    seen = []
+    real = optuna.storages.fail_stale_trials
+
+    def checking(study):
+        with lock_file.open("a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")
+                fcntl.flock(other, fcntl.LOCK_UN)
+            except BlockingIOError:
+                seen.append("held")
+        real(study)
+
+    monkeypatch.setattr(optuna.storages, "fail_stale_trials", checking)
+    assert cli("run", path, "-q").exit_code == 0
+    assert seen and set(seen) == {"held"}
