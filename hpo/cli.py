@@ -104,8 +104,7 @@ def run(
         result = runner.run(spec, options)
     if result.stopped_by is not None:
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
-    summary = report.summarize(result.study)
-    click.echo(report.format_summary(summary))
+    click.echo(report.format_summary(result.summary))
     by = f" with {workers} workers" if workers > 1 else ""
     click.echo(f"Ran {result.trials_run} trials{by} in {result.seconds:.1f} s; "
                f"stored in {result.storage_url}")

@@ -114,9 +114,14 @@ def check_objective(spec: StudySpec) -> None:
     if not spec.objective.trainer:
         load_callable(spec)
     elif spec.objective.data.path:
-        from hpo.training.data import load_data
+        _load_data(spec)
 
-        load_data(spec.objective.data, spec.source.parent, f"{spec.source}: objective.data")
+
+def _load_data(spec: StudySpec) -> Any:
+    """The built-in trainer's data, read and checked, errors naming the study file."""
+    from hpo.training.data import load_data
+
+    return load_data(spec.objective.data, spec.source.parent, f"{spec.source}: objective.data")
 
 
 def hidden_layers(value: Any) -> list[int]:
@@ -169,9 +174,8 @@ def _trainer_objective(spec: StudySpec) -> Objective:
     import optuna
 
     from hpo.training import loop
-    from hpo.training.data import load_data
 
-    data = load_data(spec.objective.data, spec.source.parent, f"{spec.source}: objective.data")
+    data = _load_data(spec)
     loop.warm_up()
 
     def objective(trial: optuna.Trial) -> float:

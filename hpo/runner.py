@@ -60,7 +60,7 @@ class RunOptions:
     timeout: float | None = None
     quiet: bool = False
     worker_id: str = ""  # distinct per worker: seeds its sampler, recorded on its trials
-    # Refresh the study's dashboard note at the end (importing optuna-dashboard costs ~1 s).
+    # Refresh the study's dashboard note at the end; `--workers` leaves it to the launcher.
     write_note: bool = True
 
 
@@ -70,6 +70,7 @@ class RunResult:
     storage_url: str  # masked
     trials_run: int
     seconds: float
+    summary: dict[str, Any]  # report.summarize(study) at the end, for the note and the screen
     stopped_by: signal.Signals | None = None
 
     @property
@@ -95,15 +96,16 @@ def create_or_load_study(
     worker_id: str = "",
 ) -> ClaimingStudy:
     """The spec's study, created on first run; a study made from another spec is refused."""
-    sampler = make_sampler(spec, worker_id)
+    def open_study() -> ClaimingStudy:
+        return ClaimingStudy(study_name=spec.name, storage=storage,
+                             sampler=make_sampler(spec, worker_id), pruner=pruner)
+
     try:
-        study = ClaimingStudy(study_name=spec.name, storage=storage, sampler=sampler,
-                              pruner=pruner)
-    except KeyError:
+        study = open_study()
+    except KeyError:  # the first worker: create it, then open it like any other
         optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
                             load_if_exists=True)
-        study = ClaimingStudy(study_name=spec.name, storage=storage, sampler=sampler,
-                              pruner=pruner)
+        study = open_study()
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None and study.trials:
         raise StorageError(
@@ -369,11 +371,14 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
     grid_size = space.grid_size(spec.search_space) if spec.sampler.type == "grid" else None
     signals = _StopSignals()
     lock = StudyLock(rdb_backend(storage), spec.name)
-    trial_run = _TrialRun(spec, objective, pruner, signals, lock.release, options.worker_id)
     # Others may count once `ask` takes up this worker's claim. The grid sampler picks its
-    # point inside `ask`, so a grid study keeps the lock until the objective starts
-    # (`trial_run` releases it), or two workers could pick the same point.
-    study.on_ask = lock.release if grid_size is None else None
+    # point inside `ask`, so a grid study keeps the lock until the objective starts, or two
+    # workers could pick the same point.
+    if grid_size is None:
+        study.on_ask, on_start = lock.release, None
+    else:
+        study.on_ask, on_start = None, lock.release
+    trial_run = _TrialRun(spec, objective, pruner, signals, on_start, options.worker_id)
     reconnecting = _Reconnecting(url)
     started = time.perf_counter()
     trials_run = 0
@@ -435,22 +440,26 @@ def run(spec: StudySpec, options: RunOptions) -> RunResult:
                 progress.set_postfix_str(f"best {spec.metric}={best:.6g}", refresh=False)
         counts = count_by_state(study)
         progress.update(finished_count(counts) - progress.n)
+    from hpo import report
+
+    summary = report.summarize(study)
     if options.write_note:
-        write_study_note(study, spec, url)
+        write_study_note(study, spec, url, summary)
     return RunResult(
         study=study, storage_url=mask_url(url), trials_run=trials_run,
-        seconds=time.perf_counter() - started, stopped_by=signals.received,
+        seconds=time.perf_counter() - started, summary=summary, stopped_by=signals.received,
     )
 
 
-def write_study_note(study: optuna.Study, spec: StudySpec, url: str) -> None:
-    """Refresh the study's dashboard note: the spec as run (passwords masked) and a summary."""
+def write_study_note(study: optuna.Study, spec: StudySpec, url: str,
+                     summary: dict[str, Any]) -> None:
+    """Refresh the study's dashboard note: the spec as run (passwords masked) and `summary`."""
     from hpo import report
 
     spec_data = spec.normalized()
     if spec_data.get("storage"):
         spec_data["storage"] = mask_url(spec_data["storage"])
-    note = report.study_note(report.summarize(study), spec_data, str(spec.source), mask_url(url))
+    note = report.study_note(summary, spec_data, str(spec.source), mask_url(url))
     try:
         _dashboard_save_note()(study, note)
     except Exception as e:  # a note is a courtesy; workers racing to write it lose nothing

@@ -97,9 +97,12 @@ def run_local_workers(
         raise HpoError(f"{len(failed)} of {workers} workers failed (exit codes {codes}); "
                        f"their errors are above; the study in {mask_url(url)} keeps every "
                        "finished trial")
-    write_study_note(study, spec, url)
+    from hpo import report
+
+    summary = report.summarize(study)
+    write_study_note(study, spec, url, summary)
     counts = count_by_state(study)
     return RunResult(study=study, storage_url=mask_url(url),
                      trials_run=finished_count(counts) - finished_before,
-                     seconds=time.perf_counter() - started,
+                     seconds=time.perf_counter() - started, summary=summary,
                      stopped_by=received[0] if received else None)
