@@ -23,6 +23,11 @@ class _Cli(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:  # Ctrl-C before a command could install its own handling
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo("Stopped by SIGINT.", err=True)
+            ctx.exit(130)
 
 
 def _configure_logging(debug: bool) -> None:
@@ -74,8 +79,8 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes to start on this machine.")
 @click.option("--worker-id", envvar="HPO_WORKER_ID", default="",
-              help="This worker's id, distinct per worker (seeds its sampler). "
-                   "[env: HPO_WORKER_ID]")
+              help="A label recorded on this worker's trials (user attr worker_id); with "
+                   "--workers N the children are ID.0 .. ID.N-1. [env: HPO_WORKER_ID]")
 # `--workers N` starts its workers with --no-note: the parent writes the note once, at the end.
 @click.option("--note/--no-note", default=True, hidden=True)
 @click.pass_context
@@ -86,7 +91,7 @@ def run(
     """Run the study a study file describes, resuming it if it exists.
 
     Every `hpo run` on the same study and storage is a worker: start as many as you like,
-    here or on other machines. n_trials is the whole study's total.
+    here or on other machines, with the same command. n_trials is the whole study's total.
 
     Example: hpo run studies/quickstart.yaml --n-trials 20 --workers 2
     """
@@ -104,7 +109,8 @@ def run(
         result = runner.run(spec, options)
     if result.stopped_by is not None:
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
-    click.echo(report.format_summary(result.summary))
+    if result.summary is not None:
+        click.echo(report.format_summary(result.summary))
     by = f" with {workers} workers" if workers > 1 else ""
     click.echo(f"Ran {result.trials_run} trials{by} in {result.seconds:.1f} s; "
                f"stored in {result.storage_url}")

@@ -8,67 +8,124 @@ lock, or a file lock beside a SQLite database (whose workers share one machine).
 
 Every worker waits for this lock before every trial, so it is kept to few round trips: on a
 server the count runs on the lock's own connection, and PostgreSQL's lock is a transaction
-lock that the closing COMMIT releases.
+lock that the closing COMMIT releases. A worker waits for the lock in slices of
+`POLL_S` seconds, so a signal stops it within one, and for `LOCK_TIMEOUT_S` at most.
 """
 
 from __future__ import annotations
 
-import fcntl
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.errors import HpoError
+
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
-# A worker waits this long for another's lock before the database is deemed unreachable.
-LOCK_TIMEOUT_S = 120
+# The longest a worker waits for another's lock; a trial start holds it for milliseconds.
+LOCK_TIMEOUT_S = 120.0
+POLL_S = 0.5
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class LockTimeout(HpoError):
+    """Another worker held the study lock for longer than any trial start takes."""
 
 
 class StudyLock:
-    """Acquire before counting; release once the new trial is created. Release is idempotent."""
+    """Acquire before counting; release once the new trial is created. Release is idempotent.
 
-    def __init__(self, backend: RDBStorage | None, study_name: str) -> None:
+    `stop` (set by a signal) makes a waiting `acquire` give up and return False.
+    """
+
+    def __init__(self, backend: RDBStorage | None, study_name: str,
+                 stop: threading.Event | None = None) -> None:
         self._backend = backend
         self._name = f"hpo:{study_name}"[:64]
         self._key = zlib.crc32(self._name.encode())  # PostgreSQL locks take an integer
+        self._stop = stop or threading.Event()
         self._held: Any = None
+        self._file_lock: Any = None
 
     @property
     def connection(self) -> Any:
         """The connection holding a server lock (count on it), else None."""
-        return None if self._held is True or self._dialect == "sqlite" else self._held
+        return self._held if self._dialect in ("postgresql", "mysql", "mariadb") else None
 
     @property
     def _dialect(self) -> str:
         return self._backend.engine.dialect.name if self._backend is not None else "none"
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
+        """Take the lock; False if `stop` was set while waiting. Raises LockTimeout."""
+        if self._held is not None:
+            return True
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        take = {"sqlite": self._take_file, "postgresql": self._take_postgres,
+                "mysql": self._take_mysql, "mariadb": self._take_mysql}.get(self._dialect)
+        while not self._stop.is_set():
+            self._held = take() if take is not None else True  # in memory: nothing to share
+            if self._held is not None:
+                return True
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"waited {LOCK_TIMEOUT_S:.0f} s for the study lock {self._name!r}: another "
+                    "worker held it all that time, though a trial start holds it for "
+                    "milliseconds; look for a hung `hpo run` on this study and stop it"
+                )
+        return False
+
+    def _take_file(self) -> Any:
+        import filelock
+
+        if self._file_lock is None:
+            path = Path(self._backend.engine.url.database).with_suffix(".hpo-lock")
+            self._file_lock = filelock.FileLock(path, thread_local=False)
+        try:
+            self._file_lock.acquire(timeout=POLL_S, cancel_check=self._stop.is_set)
+        except filelock.Timeout:
+            return None
+        return self._file_lock
+
+    def _take_postgres(self) -> Any:
+        from sqlalchemy import text
+        from sqlalchemy.exc import OperationalError
+
+        connection = self._backend.engine.connect()
+        try:
+            # Both last until the transaction this begins ends, in release().
+            connection.execute(text(f"SET LOCAL lock_timeout = '{int(POLL_S * 1000)}ms'"))
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._key})
+            return connection
+        except OperationalError as e:
+            connection.close()
+            if getattr(e.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
+                return None
+            raise
+        except BaseException:
+            connection.close()
+            raise
+
+    def _take_mysql(self) -> Any:
         from sqlalchemy import text
 
-        if self._held is not None:
-            return
-        if self._dialect == "sqlite":
-            path = Path(self._backend.engine.url.database).with_suffix(".hpo-lock")
-            handle = path.open("a")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            self._held = handle
-        elif self._dialect == "postgresql":
-            connection = self._backend.engine.connect()
-            # Held until the transaction this begins ends, in release().
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._key})
-            self._held = connection
-        elif self._dialect in ("mysql", "mariadb"):
-            connection = self._backend.engine.connect()
-            got = connection.execute(text("SELECT GET_LOCK(:name, :timeout)"),
-                                     {"name": self._name, "timeout": LOCK_TIMEOUT_S}).scalar()
-            if got != 1:
-                connection.close()
-                raise TimeoutError(f"could not take the study lock {self._name!r} in "
-                                   f"{LOCK_TIMEOUT_S} s")
-            self._held = connection
-        else:
-            self._held = True  # in-memory storage: one process, nothing to share
+        started = time.monotonic()
+        connection = self._backend.engine.connect()
+        try:
+            got = connection.execute(text("SELECT GET_LOCK(:name, :wait)"),
+                                     {"name": self._name, "wait": POLL_S}).scalar()
+        except BaseException:
+            connection.close()
+            raise
+        if got == 1:
+            return connection
+        connection.close()
+        # A server that rounds the wait down to 0 answers at once: wait the rest here.
+        self._stop.wait(max(0.0, POLL_S - (time.monotonic() - started)))
+        return None
 
     def release(self) -> None:
         from sqlalchemy import text
@@ -76,9 +133,8 @@ class StudyLock:
         held, self._held = self._held, None
         if held is None or held is True:
             return
-        if self._dialect == "sqlite":
-            fcntl.flock(held, fcntl.LOCK_UN)
-            held.close()
+        if held is self._file_lock:
+            held.release()
             return
         try:
             if self._dialect != "postgresql":
@@ -87,3 +143,9 @@ class StudyLock:
         finally:
             # A connection that lost its server takes its session locks with it.
             held.close()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

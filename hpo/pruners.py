@@ -1,4 +1,12 @@
-"""DivergencePruner, early-stopping pruners by name, and their composition."""
+"""DivergencePruner for plain Optuna, and the study's early-stopping pruner by name.
+
+In `hpo run` the divergence rule is not a pruner: the trial recorder applies it to each
+reported cost as it arrives and the trainer to each training step, so it stops a trial at
+once rather than at its next `should_prune()`. The study's pruner is the early-stopping
+pruner alone, an instance of Optuna's own class (Optuna treats a HyperbandPruner specially:
+TPE and `tell` look only at the trials of the same bracket), which also remembers why it
+stopped each trial.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from optuna.pruners import (
     BasePruner,
     HyperbandPruner,
     MedianPruner,
+    NopPruner,
     PercentilePruner,
     SuccessiveHalvingPruner,
 )
@@ -17,8 +26,8 @@ from optuna.study import StudyDirection
 from hpo.divergence import DIVERGED, DivergenceMonitor, divergence_reason
 
 __all__ = [
-    "DIVERGED", "CompositePruner", "DivergenceMonitor", "DivergencePruner", "EARLY_PRUNERS",
-    "divergence_reason", "make_pruner",
+    "DIVERGED", "DivergenceMonitor", "DivergencePruner", "EARLY_PRUNERS", "divergence_reason",
+    "make_pruner", "prune_reason",
 ]
 
 if TYPE_CHECKING:
@@ -53,58 +62,59 @@ class DivergencePruner(BasePruner):
         return self.reason(study, trial) is not None
 
 
+class _Explaining(BasePruner):
+    """Mixed into an Optuna pruner: remembers, per trial number, why it pruned the trial."""
+
+    label = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reasons: dict[int, str] = {}
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        pruned = super().prune(study, trial)
+        if pruned:
+            step = trial.last_step
+            value = trial.intermediate_values[step] if step is not None else float("nan")
+            self.reasons[trial.number] = (
+                f"{self.label}: stopped early at step {step} with value {value:.4g}"
+            )
+        return pruned
+
+
+class _Median(_Explaining, MedianPruner):
+    label = "median"
+
+
+class _Percentile(_Explaining, PercentilePruner):
+    label = "percentile"
+
+
+class _SuccessiveHalving(_Explaining, SuccessiveHalvingPruner):
+    label = "successive_halving"
+
+
+class _Hyperband(_Explaining, HyperbandPruner):
+    label = "hyperband"
+
+
 EARLY_PRUNERS: dict[str, Callable[..., BasePruner]] = {
-    "median": MedianPruner,
-    "percentile": PercentilePruner,
-    "successive_halving": SuccessiveHalvingPruner,
-    "hyperband": HyperbandPruner,
+    "median": _Median,
+    "percentile": _Percentile,
+    "successive_halving": _SuccessiveHalving,
+    "hyperband": _Hyperband,
 }
 
 
-class CompositePruner(BasePruner):
-    """Divergence and an optional early-stopping pruner: a trial stops if either says so.
-
-    The reason for each trial it prunes is kept in `reasons` (trial number -> text starting
-    with `diverged` or the early pruner's name), for the runner to record as `prune_reason`.
-    """
-
-    def __init__(
-        self,
-        divergence: DivergencePruner | None,
-        early: BasePruner | None = None,
-        early_name: str = "",
-    ) -> None:
-        self.divergence = divergence
-        self.early = early
-        self.early_name = early_name
-        self.reasons: dict[int, str] = {}
-
-    def reason(self, study: optuna.Study, trial: FrozenTrial) -> str | None:
-        """Why the trial should stop now, or None."""
-        if self.divergence is not None:
-            reason = self.divergence.reason(study, trial)
-            if reason is not None:
-                return reason
-        if self.early is not None and self.early.prune(study, trial):
-            step = trial.last_step
-            value = trial.intermediate_values[step] if step is not None else float("nan")
-            return f"{self.early_name}: stopped early at step {step} with value {value:.4g}"
-        return None
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        reason = self.reason(study, trial)
-        if reason is not None:
-            self.reasons[trial.number] = reason
-        return reason is not None
+def make_pruner(spec: PrunerSpec) -> BasePruner:
+    """The study's early-stopping pruner, or a NopPruner when the file names none."""
+    if spec.early is None or spec.early.type == "none":
+        return NopPruner()
+    options: dict[str, Any] = spec.early.options()
+    return EARLY_PRUNERS[spec.early.type](**options)
 
 
-def make_pruner(spec: PrunerSpec) -> CompositePruner:
-    """The study's pruner: the divergence rule (unless off) composed with the early pruner."""
-    divergence = DivergencePruner(spec.divergence.factor) if spec.divergence else None
-    early: BasePruner | None = None
-    early_name = ""
-    if spec.early is not None and spec.early.type != "none":
-        early_name = spec.early.type
-        options: dict[str, Any] = spec.early.options()
-        early = EARLY_PRUNERS[early_name](**options)
-    return CompositePruner(divergence, early, early_name)
+def prune_reason(pruner: BasePruner, trial_number: int) -> str | None:
+    """Why the study's pruner stopped a trial (and forget it), or None if it did not."""
+    reasons = getattr(pruner, "reasons", {})
+    return reasons.pop(trial_number, None)

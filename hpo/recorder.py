@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from hpo import optuna_compat as compat
 from hpo.divergence import DivergenceMonitor
-from hpo.storage import rdb_backend
 
 if TYPE_CHECKING:
-    from optuna.storages import BaseStorage, RDBStorage
+    from optuna.storages import BaseStorage
 
 DEFAULT_FLUSH_INTERVAL = 1.0
 logger = logging.getLogger("hpo")
@@ -41,7 +41,6 @@ class TrialRecorder:
         monitor: DivergenceMonitor | None,
         reports_are_costs: bool,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-        stored_keys: set[str] | None = None,
     ) -> None:
         self._storage = storage
         self._trial_id = trial_id
@@ -51,9 +50,7 @@ class TrialRecorder:
         self._last_flush = time.monotonic()
         self._values: dict[int, float] = {}
         self._attrs: dict[str, Any] = {}
-        # User attrs already in storage (a retried or enqueued trial starts with some): a
-        # second write of one replaces it.
-        self._written_keys: set[str] = set(stored_keys or ())
+        self._backend = compat.rdb_backend(storage)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -114,19 +111,35 @@ class TrialRecorder:
             raise optuna.TrialPruned(reason)
 
     def _flush_if_due(self) -> None:
+        # In the objective's own thread: a failed write must not fail the objective. The rows
+        # stay buffered, and the flush when the trial ends is retried.
         if time.monotonic() - self._last_flush >= self._flush_interval:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as e:
+                self._last_flush = time.monotonic()
+                logger.debug("flush of trial id %d failed: %s", self._trial_id, e)
 
     def flush(self) -> None:
-        """Write every buffered report and attribute of the trial."""
+        """Write every buffered report and attribute of the trial, in one transaction.
+
+        What fails to be written stays buffered for the next flush. Writing is idempotent, so
+        a flush whose commit was lost in a dropped connection can simply be repeated.
+        """
         with self._lock:
             if self._values or self._attrs:
-                rewritten = self._written_keys.intersection(self._attrs)
-                write_trial_rows(self._storage, self._trial_id, self._values, self._attrs,
-                                 rewritten)
-                self._written_keys.update(self._attrs)
+                self._write(self._values, self._attrs)
                 self._values, self._attrs = {}, {}
             self._last_flush = time.monotonic()
+
+    def _write(self, values: dict[int, float], attrs: dict[str, Any]) -> None:
+        if self._backend is not None:
+            compat.write_trial_rows(self._backend, self._trial_id, values, attrs)
+            return
+        for step, value in values.items():  # in-memory storage: nothing to batch
+            self._storage.set_trial_intermediate_value(self._trial_id, step, value)
+        for key, value in attrs.items():
+            self._storage.set_trial_user_attr(self._trial_id, key, value)
 
 
 def report_cost(trial: optuna.Trial, cost: float, step: int) -> None:
@@ -139,70 +152,3 @@ def report_cost(trial: optuna.Trial, cost: float, step: int) -> None:
     recorder = trial.storage
     if isinstance(recorder, TrialRecorder):
         recorder.check_cost(float(cost), int(step))
-
-
-def write_trial_rows(
-    storage: BaseStorage,
-    trial_id: int,
-    values: dict[int, float],
-    attrs: dict[str, Any],
-    rewritten: frozenset[str] | set[str] = frozenset(),
-) -> None:
-    """Write a running trial's intermediate values and user attributes in one transaction.
-
-    Steps are new by construction (`Trial.report` ignores a step reported twice); attributes
-    named in `rewritten` are already stored and are replaced.
-    """
-    backend = rdb_backend(storage)
-    if backend is None:
-        for step, value in values.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        return
-    _write_rdb_rows(backend, trial_id, values, attrs, rewritten)
-
-
-def _write_rdb_rows(
-    backend: RDBStorage,
-    trial_id: int,
-    values: dict[int, float],
-    attrs: dict[str, Any],
-    rewritten: set[str],
-) -> None:
-    import json
-
-    from optuna.storages._rdb import models
-    from sqlalchemy import delete, insert, select
-    from sqlalchemy.orm import Session
-
-    value_rows = []
-    for step, value in values.items():
-        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-        value_rows.append({
-            "trial_id": trial_id, "step": step,
-            "intermediate_value": stored, "intermediate_value_type": kind,
-        })
-    attr_model = models.TrialUserAttributeModel
-    with Session(backend.engine) as session, session.begin():
-        state = session.execute(
-            select(models.TrialModel.state)
-            .where(models.TrialModel.trial_id == trial_id)
-            .with_for_update()
-        ).scalar_one()
-        if state.is_finished():
-            raise optuna.exceptions.UpdateFinishedTrialError(
-                f"Trial#{trial_id} has already finished and can not be updated."
-            )
-        if value_rows:
-            session.execute(insert(models.TrialIntermediateValueModel), value_rows)
-        if rewritten:
-            session.execute(
-                delete(attr_model)
-                .where(attr_model.trial_id == trial_id, attr_model.key.in_(list(rewritten)))
-            )
-        if attrs:
-            session.execute(insert(attr_model), [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in attrs.items()
-            ])

@@ -25,7 +25,8 @@ Choice = bool | int | float | str | None
 
 # Spec fields that size one run rather than define the study: they may differ between runs
 # and workers of the same study, so they are left out of the stored spec that runs must match.
-RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage", "heartbeat")
+# (Heartbeat settings are not among them: a worker reaps others' trials by its own `grace`.)
+RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage")
 
 
 def closest(word: str, candidates: list[str]) -> str | None:
@@ -375,8 +376,14 @@ class StudySpec(_Strict):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The normalized spec that every run and worker of this study must agree on."""
-        return self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS), exclude_none=True)
+        """What every run and worker of this study must agree on: the fields set to other
+        than their defaults, less the run-only ones.
+
+        Defaults are left out so that a field a later hpo adds, at its default, changes no
+        study's identity (`hpo.study` versions what is stored, for defaults that change).
+        """
+        return self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS), exclude_none=True,
+                               exclude_defaults=True)
 
     def normalized(self) -> dict[str, Any]:
         """The whole spec with every default filled in, as plain data."""

@@ -6,18 +6,16 @@ import os
 import re
 import sqlite3
 import time
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from hpo.errors import StorageError
 
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage, RDBStorage
-    from optuna.trial import TrialState
 
-    from hpo.spec import HeartbeatSpec, StudySpec
+    from hpo.spec import StudySpec
 
 STORAGE_ENV = "HPO_STORAGE"
 # Seconds a SQLite writer waits for another's lock before giving up ("database is locked").
@@ -95,7 +93,7 @@ def engine_options(url: str) -> dict:
     return options
 
 
-def _create_rdb_storage(url: str, beats: dict) -> RDBStorage:
+def _create_rdb_storage(url: str) -> RDBStorage:
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -103,7 +101,7 @@ def _create_rdb_storage(url: str, beats: dict) -> RDBStorage:
     # losers see "already exists" and only need to look again once the winner is done.
     for attempt in range(TABLE_RACE_RETRIES):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), **beats)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
         except (IntegrityError, OperationalError, ProgrammingError) as e:
             if "already exists" not in str(e) and not isinstance(e, IntegrityError):
                 raise
@@ -113,31 +111,17 @@ def _create_rdb_storage(url: str, beats: dict) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def open_storage(url: str, heartbeat: HeartbeatSpec | Literal[False] = False) -> RDBStorage:
+def open_storage(url: str) -> RDBStorage:
     """Open (creating tables if needed) the Optuna RDB storage at `url`.
 
-    With heartbeats, a running trial whose worker stops beating for `grace` seconds is failed
-    and a copy of it queued (linked by its `failed_trial` system attr), `max_retries` times.
+    Heartbeats are hpo's own (`hpo.heartbeat`), so Optuna's are left off: its `ask` would warn
+    outside `optimize`, and its reaper skips trials that never beat.
     """
-    import optuna
-
     sqlite_path = _sqlite_path(url)
-    beats: dict = {}
-    if heartbeat:
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        beats = {
-            "heartbeat_interval": heartbeat.interval,
-            "grace_period": heartbeat.grace,
-            "heartbeat_stale_trial_callback":
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retries),
-        }
     try:
         if sqlite_path is not None:
             _prepare_sqlite(sqlite_path)
-        with warnings.catch_warnings():
-            # Heartbeats are "experimental" in Optuna; using them is hpo's choice, not news.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return _create_rdb_storage(url, beats)
+        return _create_rdb_storage(url)
     except ModuleNotFoundError as e:
         raise StorageError(
             f"storage {mask_url(url)}: its database driver is not installed ({e.name}); "
@@ -146,6 +130,15 @@ def open_storage(url: str, heartbeat: HeartbeatSpec | Literal[False] = False) ->
     except Exception as e:  # SQLAlchemy and drivers raise many kinds; all mean "cannot open".
         detail = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
         raise StorageError(f"cannot open storage {mask_url(url)}: {detail}") from None
+
+
+def dispose(storage: BaseStorage) -> None:
+    """Close the storage's pooled connections (a worker is done with it)."""
+    from hpo.optuna_compat import rdb_backend
+
+    backend = rdb_backend(storage)
+    if backend is not None:
+        backend.engine.dispose()
 
 
 def load_existing_study(
@@ -174,49 +167,3 @@ def load_existing_study(
             f"no study named {study_name!r} in {mask_url(url)}; it has: "
             f"{', '.join(names) or 'no studies'}"
         ) from None
-
-
-def rdb_backend(storage: BaseStorage) -> RDBStorage | None:
-    """The RDBStorage behind a study's storage (Optuna wraps it in a cache), if it is one."""
-    from optuna.storages import RDBStorage
-
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, RDBStorage) else None
-
-
-def finished_count(counts: dict[TrialState, int]) -> int:
-    """Finished trials, as the budget counts them: COMPLETE and PRUNED (not FAIL)."""
-    from optuna.trial import TrialState
-
-    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-
-
-def count_by_state(study: optuna.Study, connection: Any = None) -> dict[TrialState, int]:
-    """How many of the study's trials are in each state, counted by the database.
-
-    Optuna's own count loads every trial; a worker asks before each trial, so it counts in SQL,
-    on `connection` if given (the study lock's), else on a connection of its own.
-    """
-    from optuna.trial import TrialState
-
-    counts = dict.fromkeys(TrialState, 0)
-    backend = rdb_backend(study._storage)
-    if backend is None:
-        for trial in study.get_trials(deepcopy=False):
-            counts[trial.state] += 1
-        return counts
-    from optuna.storages._rdb import models
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
-    trial = models.TrialModel
-    query = (select(trial.state, func.count()).where(trial.study_id == study._study_id)
-             .group_by(trial.state))
-    if connection is not None:
-        rows = connection.execute(query).all()
-    else:
-        with Session(backend.engine) as session:
-            rows = session.execute(query).all()
-    for state, n in rows:
-        counts[state] = n
-    return counts

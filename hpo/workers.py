@@ -1,9 +1,10 @@
 """Local workers: `hpo run --workers N` as N worker processes with one progress view.
 
-Each worker is a plain `hpo run` process with its own worker id; they share nothing but the
-database, exactly like workers on other machines. The parent prepares the study once (so a
-refused spec is refused once), splits the cores between the workers, shows the study-wide
-progress, and forwards Ctrl-C.
+Each worker is a plain `hpo run` process; they share nothing but the database, exactly like
+workers on other machines. The parent prepares the study once (so a refused spec is refused
+once), splits the cores between the workers, shows the study-wide progress, forwards Ctrl-C
+and SIGTERM, and never leaves a child behind: if it fails, or its children do not stop in
+time after a signal, it terminates them.
 """
 
 from __future__ import annotations
@@ -15,39 +16,53 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from hpo import budget, optuna_compat
 from hpo.errors import HpoError
-from hpo.runner import (
-    SIGNAL_EXIT_CODES,
-    RunOptions,
-    RunResult,
-    create_or_load_study,
-    progress_bar,
-    write_study_note,
-)
-from hpo.storage import (
-    STORAGE_ENV,
-    count_by_state,
-    finished_count,
-    mask_url,
-    open_storage,
-    resolve_storage_url,
-)
+from hpo.locking import StudyLock
+from hpo.note import write_study_note
+from hpo.runner import RunOptions, RunResult, progress_bar
+from hpo.signals import EXIT_CODES
+from hpo.storage import STORAGE_ENV, dispose, mask_url, open_storage, resolve_storage_url
+from hpo.study import create_or_load_study
 from hpo.training import LOCAL_WORKERS_ENV
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
 
 POLL_S = 0.5
+# After a forwarded signal a worker stops within a second; one that has not after this long
+# is terminated, then killed.
+STOP_GRACE_S = 30.0
+
+
+def worker_label(worker_id: str, index: int) -> str:
+    """Child `index`'s id: `--worker-id` (if any) and the index, so labels stay distinct."""
+    return f"{worker_id}.{index}" if worker_id else str(index)
 
 
 def worker_command(spec: StudySpec, options: RunOptions, index: int, debug: bool) -> list[str]:
     command = [sys.executable, "-m", "hpo"] + (["--debug"] if debug else [])
-    command += ["run", str(spec.source), "-q", "--no-note", "--worker-id", str(index)]
+    command += ["run", str(spec.source), "-q", "--no-note",
+                "--worker-id", worker_label(options.worker_id, index)]
     if options.n_trials:
         command += ["--n-trials", str(options.n_trials)]
     if options.timeout:
         command += ["--timeout", str(options.timeout)]
     return command
+
+
+def _stop(children: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM the children still running, wait `grace_s`, then SIGKILL the rest."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def run_local_workers(
@@ -56,43 +71,58 @@ def run_local_workers(
     """Run the study with `workers` local worker processes; returns when all have stopped."""
     from hpo.objective import check_objective
 
+    optuna_compat.check_versions()
     check_objective(spec)  # a bad objective or data file is one error here, not N
     url = resolve_storage_url(spec, options.storage)
-    study = create_or_load_study(spec, open_storage(url, spec.heartbeat), url)
+    storage = open_storage(url)
+    try:
+        study = create_or_load_study(spec, storage, url,
+                                     StudyLock(optuna_compat.rdb_backend(storage), spec.name))
+        return _supervise(spec, options, workers, debug, url, study)
+    finally:
+        dispose(storage)
+
+
+def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, url: str,
+               study: object) -> RunResult:
     # The URL travels in the environment, not on command lines other users can list.
     env = {**os.environ, STORAGE_ENV: url, LOCAL_WORKERS_ENV: str(workers)}
     started = time.perf_counter()
-    children = [
-        subprocess.Popen(worker_command(spec, options, i, debug), env=env,
-                         stdout=subprocess.DEVNULL)
-        for i in range(workers)
-    ]
+    children: list[subprocess.Popen] = []
     received: list[signal.Signals] = []
+    signalled_at: list[float] = []
 
     def forward(signum: int, _frame: object) -> None:
         received.append(signal.Signals(signum))
+        signalled_at.append(time.monotonic())
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in SIGNAL_EXIT_CODES}
-    budget = options.n_trials or spec.n_trials
-    counts = count_by_state(study)
-    finished_before = finished_count(counts)
-    progress = progress_bar(spec, budget, finished_before, options.quiet)
+    previous = {s: signal.signal(s, forward) for s in EXIT_CODES}
+    budget_total = options.n_trials or spec.n_trials
+    finished_before = budget.finished_count(budget.count_by_state(study))
     try:
-        with progress:
-            while True:
-                counts = count_by_state(study)
-                progress.update(finished_count(counts) - progress.n)
-                if all(child.poll() is not None for child in children):
-                    break
+        children.extend(
+            subprocess.Popen(worker_command(spec, options, i, debug), env=env,
+                             stdout=subprocess.DEVNULL)
+            for i in range(workers)
+        )
+        with progress_bar(spec, budget_total, finished_before, options.quiet) as progress:
+            while any(child.poll() is None for child in children):
+                if signalled_at and time.monotonic() - signalled_at[0] > STOP_GRACE_S:
+                    break  # they had their chance to stop cleanly
+                counts = budget.count_by_state(study)
+                progress.update(budget.finished_count(counts) - progress.n)
                 time.sleep(POLL_S)
+            counts = budget.count_by_state(study)
+            progress.update(budget.finished_count(counts) - progress.n)
     finally:
+        _stop(children, STOP_GRACE_S if not received else 5.0)
         for s, handler in previous.items():
             signal.signal(s, handler)
     codes = [child.returncode for child in children]
-    failed = [c for c in codes if c not in (0, *SIGNAL_EXIT_CODES.values())]
+    failed = [c for c in codes if c not in (0, *EXIT_CODES.values())]
     if failed and not received:
         raise HpoError(f"{len(failed)} of {workers} workers failed (exit codes {codes}); "
                        f"their errors are above; the study in {mask_url(url)} keeps every "
@@ -101,8 +131,7 @@ def run_local_workers(
 
     summary = report.summarize(study)
     write_study_note(study, spec, url, summary)
-    counts = count_by_state(study)
     return RunResult(study=study, storage_url=mask_url(url),
-                     trials_run=finished_count(counts) - finished_before,
+                     trials_run=budget.finished_count(counts) - finished_before,
                      seconds=time.perf_counter() - started, summary=summary,
                      stopped_by=received[0] if received else None)

@@ -166,10 +166,12 @@ def test_budget_fields_may_change_between_runs(tmp_path):
 def test_spec_is_stored_in_the_study(tmp_path):
     path = study_file(tmp_path, n_trials=1)
     cli("run", path, "-q")
-    stored = load(path).user_attrs["hpo_spec"]
-    assert stored["search_space"]["x"] == {"type": "float", "low": -5.0, "high": 5.0,
-                                           "log": False}
+    attrs = load(path).user_attrs
+    stored = attrs["hpo_spec"]
+    # Defaults are left out: a field a later hpo adds must not change a study's identity.
+    assert stored["search_space"]["x"] == {"type": "float", "low": -5.0, "high": 5.0}
     assert "n_trials" not in stored and "storage" not in stored
+    assert attrs["hpo_spec_version"] == 2
 
 
 def test_trial_records_worker_and_duration(tmp_path):
@@ -284,7 +286,7 @@ def test_with_heartbeats_a_dead_workers_trial_is_failed_and_rerun(tmp_path):
 
 
 def test_an_optuna_whose_ask_ignores_the_claim_is_refused_in_one_line(tmp_path, monkeypatch):
-    from hpo.claiming import ClaimingStudy
+    from hpo.optuna_compat import ClaimingStudy
 
     # As if a later Optuna renamed the hook: ask would start a trial nobody claimed.
     monkeypatch.setattr(ClaimingStudy, "_pop_waiting_trial_id", optuna.Study._pop_waiting_trial_id)
@@ -297,16 +299,17 @@ def test_an_optuna_whose_ask_ignores_the_claim_is_refused_in_one_line(tmp_path, 
 
 def test_stale_trials_are_failed_only_under_the_study_lock(tmp_path, monkeypatch):
     # Failing a dead worker's trial and queueing its retry are two commits; a worker counting
-    # between them would see a free slot and overshoot. Optuna's optimize fails stale trials
-    # before `ask`, so hpo must still hold the lock there.
+    # between them would see a free slot and overshoot. So reaping runs under the study lock.
     import fcntl
+
+    from hpo.heartbeat import Reaper
 
     path = study_file(tmp_path, n_trials=3)
     lock_file = tmp_path / "quad.hpo-lock"
     seen = []
-    real = optuna.storages.fail_stale_trials
+    real = Reaper.reap
 
-    def checking(study):
+    def checking(self):
         with lock_file.open("a") as other:
             try:
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -314,8 +317,8 @@ def test_stale_trials_are_failed_only_under_the_study_lock(tmp_path, monkeypatch
                 fcntl.flock(other, fcntl.LOCK_UN)
             except BlockingIOError:
                 seen.append("held")
-        real(study)
+        return real(self)
 
-    monkeypatch.setattr(optuna.storages, "fail_stale_trials", checking)
+    monkeypatch.setattr(Reaper, "reap", checking)
     assert cli("run", path, "-q").exit_code == 0
     assert seen and set(seen) == {"held"}

@@ -7,11 +7,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo import optuna_compat
+from hpo.budget import count_by_state
 from hpo.errors import StorageError
 from hpo.recorder import TrialRecorder
 from hpo.spec import load_spec
 from hpo.storage import (
-    count_by_state,
     mask_url,
     open_storage,
     resolve_storage_url,
@@ -135,6 +136,20 @@ def test_recorder_refuses_a_finished_trial(storage_url):
     study.tell(trial, 1.0)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         recorder.flush()
+
+
+def test_writing_a_batch_twice_leaves_one_copy(storage_url):
+    # A flush whose commit was lost with the connection is simply repeated.
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, study_name=f"t-twice-{uuid.uuid4().hex}")
+    trial = study.ask()
+    backend = optuna_compat.rdb_backend(storage)
+    for _ in range(2):
+        optuna_compat.write_trial_rows(backend, trial._trial_id, {0: 1.0, 1: 0.5}, {"k": 1})
+    study.tell(trial, 0.5)
+    stored = optuna.load_study(study_name=study.study_name, storage=storage_url).trials[0]
+    assert stored.intermediate_values == {0: 1.0, 1: 0.5}
+    assert stored.user_attrs == {"k": 1}
 
 
 def test_recorder_flushes_on_interval(tmp_path):

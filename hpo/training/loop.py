@@ -11,15 +11,15 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from hpo.divergence import DivergenceMonitor
+from hpo.divergence import training_monitor
 from hpo.training import LOCAL_WORKERS_ENV
 from hpo.training.data import Dataset
 from hpo.training.init import initialize
 from hpo.training.model import MLP
 from hpo.training.optim import make_optimizer
 
-# On a GPU, reading the loss syncs the device; check divergence every few steps there, using
-# the worst loss since the last check so no explosion is missed.
+# On a GPU, reading the loss syncs the device: the per-step losses are kept on it and read
+# together every few steps, then fed to the divergence rule one by one, as on the CPU.
 CUDA_CHECK_EVERY = 16
 EVAL_BATCH = 8192
 
@@ -121,6 +121,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return (loss_sum / len(x)).item(), (correct.float() / len(x)).item()
 
 
+def _check_losses(monitor: Any, losses: torch.Tensor, first_step: int) -> str | None:
+    """Feed the losses of consecutive steps from `first_step` on to the rule, in order."""
+    for offset, loss in enumerate(losses.tolist()):
+        reason = monitor.check(loss, first_step + offset)
+        if reason:
+            return reason
+    return None
+
+
 def _better(metric: str, value: float, best: float | None) -> bool:
     if math.isnan(value):
         return False
@@ -153,8 +162,9 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
     # Batch norm cannot train on a batch of one: drop such a trailing batch.
     last_start = n - 1 if config.batch_norm and n % config.batch_size == 1 else n
 
-    monitor = DivergenceMonitor(config.divergence_factor) if config.divergence_factor else None
+    monitor = training_monitor(config.divergence_factor) if config.divergence_factor else None
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
+    pending, held = torch.empty(check_every, device=device), 0  # losses not yet checked
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     best_value: float | None = None
     best_val_loss, epochs_since_better = math.inf, 0
@@ -166,7 +176,6 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
-        worst = torch.full((), -math.inf, device=device)
         seen = 0
         for start in range(0, last_start, config.batch_size):
             index = order[start:start + config.batch_size]
@@ -182,10 +191,11 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
             if step == 0:
                 initial_loss = detached.item()
             if monitor is not None:
-                worst = torch.maximum(worst, detached)
-                if step % check_every == 0:
-                    stop_reason = monitor.check(worst.item(), step)
-                    worst.fill_(-math.inf)
+                pending[held] = detached
+                held += 1
+                if held == check_every or start + config.batch_size >= last_start:
+                    stop_reason = _check_losses(monitor, pending[:held], step - held + 1)
+                    held = 0
             step += 1
             if stop_reason:
                 diverged = True
