@@ -39,11 +39,13 @@ def study_file(tmp_path, n_trials, sleep, extra="", sampler="{type: random, seed
     return write_study(tmp_path, body, objective=SLEEPY), name
 
 
-def start_workers(path, url, count, first_id=0):
+def start_workers(path, url, count, label=None, extra=()):
+    """`count` workers started as the README says: `hpo run study.yaml`, the URL in the env."""
     env = {**os.environ, "HPO_STORAGE": url}
-    return [subprocess.Popen([HPO, "run", str(path), "-q", "--worker-id", str(first_id + i)],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i in range(count)]
+    labels = ["--worker-id", label] if label else []
+    return [subprocess.Popen([HPO, "run", str(path), "-q", *labels, *extra], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(count)]
 
 
 def wait_all(workers, timeout=180):
@@ -79,15 +81,39 @@ def test_eight_workers_end_with_exactly_the_budget_repeatedly(tmp_path, storage_
         counts = states(storage_url, name)
         assert counts[TrialState.COMPLETE] == round_budget
         assert counts[TrialState.RUNNING] == counts[TrialState.WAITING] == 0
-    by_worker = Counter(t.user_attrs["worker_id"] for t in trials(storage_url, name))
+    by_worker = Counter(t.user_attrs["worker_pid"] for t in trials(storage_url, name))
     assert len(by_worker) >= 4  # the work was shared, not done by one worker
 
 
-def test_workers_propose_different_trials(tmp_path, storage_url):
-    path, name = study_file(tmp_path, n_trials=12, sleep=0.02)
-    wait_all(start_workers(path, storage_url, 3))
-    xs = [t.params["x"] for t in trials(storage_url, name)]
-    assert len(set(xs)) == len(xs)
+@pytest.mark.parametrize("sampler", ["{type: random, seed: 0}",
+                                     "{type: tpe, seed: 0, n_startup_trials: 12}"])
+def test_workers_propose_different_trials(tmp_path, storage_url, sampler):
+    # Three workers started exactly as the README says, with nothing but the study file.
+    path, name = study_file(tmp_path, n_trials=12, sleep=0.05, sampler=sampler)
+    outputs = wait_all(start_workers(path, storage_url, 3))
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    done = trials(storage_url, name)
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 12
+    assert len({t.params["x"] for t in done}) == 12
+    assert len({t.user_attrs["worker_pid"] for t in done}) >= 2  # each proposed some
+    # A seeded study proposes trial by trial what one worker alone would have.
+    alone, alone_name = study_file(tmp_path / "alone", n_trials=12, sleep=0.0, sampler=sampler)
+    assert wait_all(start_workers(alone, storage_url, 1))[0][0] == 0
+    if "random" in sampler:
+        by_number = {t.number: t.params["x"] for t in trials(storage_url, alone_name)}
+        assert {t.number: t.params["x"] for t in done} == by_number
+
+
+def test_two_local_worker_groups_propose_different_trials(tmp_path):
+    # `hpo run --workers 2` on two machines (here: twice on one) share one study.
+    path, name = study_file(tmp_path, n_trials=16, sleep=0.05)
+    url = f"sqlite:///{tmp_path / name}.db"
+    groups = start_workers(path, url, 2, extra=["--workers", "2"])
+    outputs = wait_all(groups)
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    done = trials(url, name)
+    assert len(done) == 16 and len({t.params["x"] for t in done}) == 16
+    assert {t.user_attrs["worker_id"] for t in done} <= {"0", "1"}
 
 
 def test_grid_with_five_workers_runs_each_point_once(tmp_path, storage_url):
@@ -105,7 +131,7 @@ def test_sigkill_mid_trial_is_failed_and_retried(tmp_path, storage_url):
     path, name = study_file(tmp_path, n_trials=8, sleep=2.0,
                             extra="heartbeat: {interval: 1, grace: 3, max_retries: 2}\n")
     survivors = start_workers(path, storage_url, 2)
-    victim = start_workers(path, storage_url, 1, first_id=9)[0]
+    victim = start_workers(path, storage_url, 1, label="9")[0]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until the victim is in the middle of a trial
         if any(t.state == TrialState.RUNNING and t.user_attrs.get("worker_id") == "9"
@@ -137,6 +163,29 @@ def test_spec_mismatch_between_workers_is_refused(tmp_path, storage_url):
     assert code == 1
     assert "was created from a different spec: sampler.seed is 0 there but 1" in err
     assert len(trials(storage_url, name)) == 2
+    # Heartbeat settings belong to the study: a worker reaps others' trials by its own grace.
+    path.write_text(path.read_text().replace("seed: 1", "seed: 0")
+                    + "heartbeat: {interval: 5, grace: 60}\n")
+    code, out, err = wait_all(start_workers(path, storage_url, 1))[0]
+    assert code == 1
+    assert ("was created from a different spec: heartbeat is not set (the default) there but "
+            "{'interval': 5, 'grace': 60}") in err
+
+
+def test_workers_starting_a_new_study_with_different_files_cannot_both_write_theirs(tmp_path,
+                                                                                     storage_url):
+    for round_ in range(3):
+        first, name = study_file(tmp_path / f"a{round_}", n_trials=2, sleep=0.0)
+        second = tmp_path / f"b{round_}" / "study.yaml"
+        second.parent.mkdir()
+        (second.parent / "objective.py").write_text((first.parent / "objective.py").read_text())
+        second.write_text(first.read_text().replace("seed: 0", "seed: 5"))
+        outputs = wait_all(start_workers(first, storage_url, 1) +
+                           start_workers(second, storage_url, 1))
+        codes = sorted(code for code, _, _ in outputs)
+        assert codes == [0, 1], outputs
+        refused = [err for code, _, err in outputs if code == 1][0]
+        assert "was created from a different spec: sampler.seed is" in refused
 
 
 def test_local_workers_flag(tmp_path):
@@ -153,6 +202,13 @@ def test_local_workers_flag(tmp_path):
     study = optuna.load_study(study_name=name, storage=url)
     assert study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"] == 1
     assert optuna_dashboard.get_note(study).startswith(f"# {name}")
+    # --worker-id composes with --workers: a label per child.
+    path.write_text(path.read_text().replace("n_trials: 10", "n_trials: 14"))
+    done = subprocess.run([HPO, "run", str(path), "--workers", "2", "-q", "--worker-id", "gpu7"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    labels = {t.user_attrs["worker_id"] for t in trials(url, name) if t.number >= 10}
+    assert labels <= {"gpu7.0", "gpu7.1"} and labels
 
 
 def postgres_url():

@@ -1,0 +1,80 @@
+"""The study lock on every backend: exclusion, stopping within a second, a bounded wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from hpo import locking
+from hpo.locking import LockTimeout, StudyLock
+from hpo.optuna_compat import rdb_backend
+from hpo.storage import dispose, open_storage
+
+
+@pytest.fixture
+def backend(storage_url):
+    storage = open_storage(storage_url)
+    yield rdb_backend(storage)
+    dispose(storage)
+
+
+def test_the_lock_keeps_a_second_holder_out_until_released(backend):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    holder, waiter = StudyLock(backend, name), StudyLock(backend, name)
+    assert holder.acquire()
+    if backend.engine.dialect.name != "sqlite":  # SQLite's is one file lock per database
+        other = StudyLock(backend, "another study")
+        assert other.acquire()  # another study's lock is another lock
+        other.release()
+    got = threading.Event()
+
+    def wait_for_lock() -> None:
+        if waiter.acquire():
+            got.set()
+            waiter.release()
+
+    thread = threading.Thread(target=wait_for_lock)
+    thread.start()
+    assert not got.wait(1.5)
+    holder.release()
+    assert got.wait(10)
+    thread.join()
+
+
+def test_a_stop_ends_the_wait_within_a_second(backend):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    holder = StudyLock(backend, name)
+    assert holder.acquire()
+    stop = threading.Event()
+    waiter = StudyLock(backend, name, stop)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(waiter.acquire()))
+    thread.start()
+    time.sleep(0.7)
+    stopped_at = time.monotonic()
+    stop.set()
+    thread.join(5)
+    assert result == [False]
+    assert time.monotonic() - stopped_at < 1.0
+    holder.release()
+
+
+def test_a_lock_held_too_long_is_one_clear_error_and_leaks_nothing(backend, monkeypatch):
+    monkeypatch.setattr(locking, "LOCK_TIMEOUT_S", 1.2)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    holder = StudyLock(backend, name)
+    assert holder.acquire()
+    waiter = StudyLock(backend, name)
+    with pytest.raises(LockTimeout) as raised:
+        waiter.acquire()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"waited 1 s for the study lock 'hpo:{name}': another worker")
+    holder.release()
+    # Every connection the waiting attempts took went back to the pool.
+    assert backend.engine.pool.checkedout() == 0
+    assert waiter.acquire()
+    waiter.release()

@@ -1,0 +1,150 @@
+"""Contract tests: each Optuna / optuna-dashboard internal hpo relies on, on every backend.
+
+If one of these fails after an upgrade, the internal changed: mend `hpo/optuna_compat.py`
+and widen `SUPPORTED_VERSIONS`, or keep the upper bound.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import optuna
+import optuna_dashboard
+import pytest
+from optuna.trial import TrialState
+
+from hpo import optuna_compat as compat
+from hpo.errors import HpoError
+from hpo.locking import StudyLock
+from hpo.optuna_compat import ClaimingStudy
+from hpo.storage import dispose, open_storage
+
+X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+
+
+@pytest.fixture
+def claiming(storage_url):
+    """A new ClaimingStudy on the backend, opened as hpo opens it."""
+    storage = open_storage(storage_url)
+    name = f"t-claim-{uuid.uuid4().hex[:12]}"
+    optuna.create_study(study_name=name, storage=storage)
+    yield ClaimingStudy(study_name=name, storage=storage)
+    dispose(storage)
+
+
+def test_versions_in_range_pass_and_others_are_one_line(monkeypatch):
+    compat.check_versions()
+    monkeypatch.setattr(compat.metadata, "version", lambda package: "6.1.0")
+    with pytest.raises(HpoError) as raised:
+        compat.check_versions()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("hpo relies on internals of optuna 5.0 up to (not including) 6")
+    assert message.endswith("install 'optuna>=5.0,<6'")
+
+
+def test_ids_storage_and_backend(claiming):
+    trial = claiming.ask(X)
+    storage = compat.study_storage(claiming)
+    assert storage.get_trial(compat.trial_id(trial)).number == trial.number
+    assert storage.get_study_id_from_name(claiming.study_name) == compat.study_id(claiming)
+    backend = compat.rdb_backend(storage)
+    assert isinstance(backend, optuna.storages.RDBStorage)
+    # A study loaded by Optuna wraps the RDBStorage in a cache; the backend is found through it.
+    loaded = optuna.load_study(study_name=claiming.study_name, storage=backend)
+    assert compat.rdb_backend(compat.study_storage(loaded)) is backend
+    assert compat.rdb_backend(optuna.storages.InMemoryStorage()) is None
+
+
+def test_system_attrs_at_start_show_a_retry_link(claiming):
+    claiming.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params={"x": 0.5}, distributions=X,
+        system_attrs={"failed_trial": 7}))
+    trial = claiming.ask()
+    assert compat.system_attrs_at_start(trial)["failed_trial"] == 7
+
+
+def test_routed_trial_writes_reach_the_stand_in(claiming):
+    trial = claiming.ask(X)
+    real = compat.study_storage(claiming)
+    written = []
+
+    class StandIn:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def set_trial_intermediate_value(self, trial_id, step, value):
+            written.append(("report", trial_id, step, value))
+
+        def set_trial_user_attr(self, trial_id, key, value):
+            written.append(("attr", trial_id, key, value))
+
+    compat.route_trial_writes(trial, StandIn())
+    trial.report(0.25, 3)
+    trial.set_user_attr("k", "v")
+    own = compat.trial_id(trial)
+    assert written == [("report", own, 3, 0.25), ("attr", own, "k", "v")]
+    assert real.get_trial(own).intermediate_values == {}
+
+
+def test_others_count_the_claim_before_ask_and_ask_runs_it(claiming):
+    backend = compat.rdb_backend(claiming._storage)
+    lock = StudyLock(backend, claiming.study_name)
+    assert lock.acquire()
+    study_id = compat.study_id(claiming)
+    assert compat.count_by_state(backend, study_id, lock.connection)[TrialState.RUNNING] == 0
+    claimed = claiming.claim(pop_waiting=False)
+    lock.release()
+    assert compat.count_by_state(backend, study_id)[TrialState.RUNNING] == 1  # before ask
+
+    released = []
+    claiming.on_ask = lambda: released.append(True)
+    trial = claiming.ask(X)
+    assert compat.trial_id(trial) == claimed and claiming.claimed is None and released
+    claiming.tell(trial, 0.5)
+    assert [t.state for t in claiming.trials] == [TrialState.COMPLETE]
+    assert compat.count_by_state(backend, study_id)[TrialState.COMPLETE] == 1
+
+
+def test_a_claim_pops_a_queued_trial_with_its_params(claiming):
+    claiming.enqueue_trial({"x": 0.25})
+    claimed = claiming.claim(pop_waiting=True)
+    assert claiming.trials[0]._trial_id == claimed
+    assert claiming.trials[0].state == TrialState.RUNNING
+    assert claiming.ask(X).params == {"x": 0.25}
+
+
+def test_retrying_after_a_failure_keeps_the_claim(claiming):
+    first = claiming.claim(pop_waiting=False)
+    assert claiming.claim(pop_waiting=False) == first  # the database went away; try again
+    assert len(claiming.trials) == 1
+
+
+def test_without_a_claim_ask_is_optunas(claiming):
+    claiming.enqueue_trial({"x": 0.75})
+    assert claiming.ask(X).params == {"x": 0.75}
+    assert claiming.ask(X).number == 1
+
+
+def test_stale_trials_are_silent_past_grace_with_or_without_a_heartbeat(claiming):
+    backend = compat.rdb_backend(claiming._storage)
+    beaten = claiming.claim(pop_waiting=False)
+    backend.record_heartbeat(beaten)
+    claiming.claimed = None
+    never_beat = claiming.claim(pop_waiting=False)  # an orphaned ask(): no heartbeat row
+    claiming.claimed = None
+    assert compat.stale_trial_ids(backend, compat.study_id(claiming), 2.0) == []
+    time.sleep(3.2)  # datetimes in MySQL and SQLite have whole seconds
+    fresh = claiming.claim(pop_waiting=False)
+    backend.record_heartbeat(fresh)
+    claiming.claimed = None
+    finished = claiming.ask(X)
+    claiming.tell(finished, 0.1)
+    stale = compat.stale_trial_ids(backend, compat.study_id(claiming), 2.0)
+    assert sorted(stale) == sorted([beaten, never_beat])
+
+
+def test_the_dashboard_reads_the_note_hpo_saves(claiming):
+    compat.dashboard_save_note()(claiming, "# note\nbody")
+    assert optuna_dashboard.get_note(claiming) == "# note\nbody"

@@ -1,0 +1,195 @@
+"""Workers under faults: signals, frozen and dead workers, orphaned trials, lost databases.
+
+Real `hpo run` processes started as the README says, on real databases.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.locking import StudyLock
+from hpo.optuna_compat import rdb_backend
+from hpo.storage import dispose, open_storage
+from tests.proxy import CuttableProxy
+from tests.test_workers import HPO, start_workers, study_file, trials, wait_all
+
+BEATS = "heartbeat: {interval: 1, grace: 2, max_retries: 2}\n"
+
+pytestmark = pytest.mark.slow
+
+
+class Lines:
+    """A worker's stderr, read line by line in a thread, so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(process.stderr,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, fragment: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(fragment in line for line in self.seen):
+                return True
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                return any(fragment in line for line in self.seen)
+            self.seen.append(line)
+        return False
+
+    def rest(self) -> str:
+        self.wait_for("\0", timeout=10)  # drain until the stream ends
+        return "".join(self.seen)
+
+
+def until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def running(url, name):
+    return [t for t in trials(url, name) if t.state == TrialState.RUNNING]
+
+
+def stop_and_time(process: subprocess.Popen, signum: int) -> float:
+    sent = time.monotonic()
+    process.send_signal(signum)
+    process.wait(timeout=30)
+    return time.monotonic() - sent
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_a_waiting_worker_stops_it_within_a_second(tmp_path, storage_url, signum,
+                                                               code):
+    path, name = study_file(tmp_path, n_trials=1, sleep=6, extra=BEATS)
+    [busy] = start_workers(path, storage_url, 1)
+    until(lambda: running(storage_url, name))
+    [waiter] = start_workers(path, storage_url, 1)
+    lines = Lines(waiter)
+    assert lines.wait_for("waiting for running trial 0 (")
+    assert stop_and_time(waiter, signum) < 1.0
+    assert waiter.returncode == code
+    assert stop_and_time(busy, signal.SIGTERM) < 1.0  # interrupts the objective
+    assert busy.returncode == 143
+    [trial] = trials(storage_url, name)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "interrupted by a signal"
+
+
+def test_a_signal_to_a_worker_waiting_for_the_lock_stops_it_within_a_second(tmp_path,
+                                                                           storage_url):
+    path, name = study_file(tmp_path, n_trials=2, sleep=0.0)
+    storage = open_storage(storage_url)
+    optuna.create_study(study_name=name, storage=storage)
+    holder = StudyLock(rdb_backend(storage), name)
+    assert holder.acquire()
+    try:
+        [waiter] = start_workers(path, storage_url, 1)
+        time.sleep(4)  # imported, opened the study, and now waits for the lock
+        assert waiter.poll() is None
+        assert stop_and_time(waiter, signal.SIGTERM) < 1.0
+        assert waiter.returncode == 143
+        assert trials(storage_url, name) == []
+    finally:
+        holder.release()
+        dispose(storage)
+
+
+def test_an_orphaned_ask_without_heartbeat_does_not_hang_the_study(tmp_path, storage_url):
+    path, name = study_file(tmp_path, n_trials=3, sleep=0.0, extra=BEATS)
+    assert wait_all(start_workers(path, storage_url, 1, extra=["--n-trials", "1"]))[0][0] == 0
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})  # a notebook's
+    started = time.monotonic()
+    [worker] = start_workers(path, storage_url, 1)
+    code, _, err = wait_all([worker], timeout=60)[0]
+    assert code == 0, err
+    assert time.monotonic() - started < 20
+    assert err.count(f"waiting for running trial {orphan.number} (?:?)") == 1  # said once
+    done = trials(storage_url, name)
+    assert done[orphan.number].state == TrialState.FAIL
+    assert "sent no heartbeat for over 2 s" in done[orphan.number].user_attrs["fail_reason"]
+    [retry] = [t for t in done if t.user_attrs.get("retry_of") == orphan.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == done[orphan.number].params
+    assert Counter(t.state for t in done)[TrialState.COMPLETE] == 3
+
+
+def test_a_frozen_workers_reaped_trial_is_one_warning_and_the_worker_goes_on(tmp_path,
+                                                                             storage_url):
+    path, name = study_file(tmp_path, n_trials=2, sleep=1.5, extra=BEATS)
+    [frozen] = start_workers(path, storage_url, 1, label="frozen")
+    until(lambda: any(t.user_attrs.get("worker_id") == "frozen"
+                      for t in running(storage_url, name)))
+    frozen.send_signal(signal.SIGSTOP)  # alive, but silent: no heartbeat
+    try:
+        [other] = start_workers(path, storage_url, 1)
+        assert wait_all([other], timeout=60)[0][0] == 0
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    code, _, err = wait_all([frozen], timeout=60)[0]
+    assert code == 0, err
+    assert "Traceback" not in err
+    warnings = [line for line in err.splitlines() if "was failed by another worker" in line]
+    assert warnings == ["hpo: trial 0 was failed by another worker while it ran (this worker "
+                        "sent no heartbeat for 2 s); its result is dropped and its retry runs "
+                        "it again"]
+    counts = Counter(t.state for t in trials(storage_url, name))
+    assert counts == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}
+
+
+def test_an_outage_longer_than_grace_loses_no_trial(tmp_path):
+    url = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
+    proxy, proxied = CuttableProxy.in_front_of(url)
+    path, name = study_file(tmp_path, n_trials=8, sleep=2.0,
+                            extra="heartbeat: {interval: 1, grace: 3, max_retries: 2}\n")
+    try:
+        workers = start_workers(path, proxied, 2)
+        until(lambda: sum(t.state == TrialState.COMPLETE for t in trials(url, name)) >= 2)
+        proxy.cut()
+        time.sleep(7)  # more than twice the grace period: every heartbeat is stale
+        proxy.restore()
+        outputs = wait_all(workers, timeout=120)
+    finally:
+        proxy.close()
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    assert any("database unreachable" in err for _, _, err in outputs)
+    counts = Counter(t.state for t in trials(url, name))
+    assert counts == {TrialState.COMPLETE: 8}  # nothing failed, nothing reaped
+
+
+def test_local_workers_launcher_stops_its_children_on_sigterm(tmp_path):
+    path, name = study_file(tmp_path, n_trials=20, sleep=5)
+    url = f"sqlite:///{tmp_path / name}.db"
+    launcher = subprocess.Popen([HPO, "run", str(path), "--workers", "2", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    until(lambda: len(running(url, name)) == 2)
+    assert stop_and_time(launcher, signal.SIGTERM) < 3.0
+    assert launcher.returncode == 143
+    states = Counter(t.state for t in trials(url, name))
+    assert states == {TrialState.FAIL: 2}  # interrupted, none left RUNNING
+    pids = {t.user_attrs["worker_pid"] for t in trials(url, name)}
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
