@@ -77,7 +77,6 @@ class Reaper:
         self._study = study
         self._backend = compat.rdb_backend(compat.study_storage(study))
         self._spec = heartbeat
-        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retries)
         self._connected_since = time.monotonic()
         self._last_reap = -float("inf")
 
@@ -109,15 +108,26 @@ class Reaper:
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it finished, or another worker reaped it first
-            # The retry copies the trial's user attrs; the reason is the failed trial's own.
-            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
-            tries = len(trial.system_attrs.get("retry_history", []))
-            self._retry(self._study, trial)
-            retry = ("no retry left" if tries >= self._spec.max_retries
-                     else "queued a retry with the same parameters")
-            logger.warning("failed trial %d: %s; %s", trial.number, reason, retry)
+            queued = queue_retry(self._study, trial, self._spec.max_retries)
+            logger.warning("failed trial %d: %s; %s", trial.number, reason,
+                           "queued a retry with the same parameters" if queued
+                           else "no retry left")
             reaped.append(trial.number)
         return reaped
+
+
+def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> bool:
+    """Queue a re-run of a failed trial with its parameters, unless it used up its retries.
+
+    The re-run links to the first trial of the chain (`failed_trial` system attr); it copies
+    the user attrs, less the failed trial's `fail_reason`.
+    """
+    tries = len(trial.system_attrs.get("retry_history", []))
+    if tries >= max_retries:
+        return False
+    trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retries)(study, trial)
+    return True
 
 
 def _worker(trial: optuna.trial.FrozenTrial) -> str:

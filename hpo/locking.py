@@ -14,20 +14,20 @@ lock that the closing COMMIT releases. A worker waits for the lock in slices of
 
 from __future__ import annotations
 
-import threading
 import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
+from hpo.signals import StopFlag
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
 # The longest a worker waits for another's lock; a trial start holds it for milliseconds.
 LOCK_TIMEOUT_S = 120.0
-POLL_S = 0.5
+POLL_S = 0.2
 _PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -42,11 +42,11 @@ class StudyLock:
     """
 
     def __init__(self, backend: RDBStorage | None, study_name: str,
-                 stop: threading.Event | None = None) -> None:
+                 stop: StopFlag | None = None) -> None:
         self._backend = backend
         self._name = f"hpo:{study_name}"[:64]
         self._key = zlib.crc32(self._name.encode())  # PostgreSQL locks take an integer
-        self._stop = stop or threading.Event()
+        self._stop = stop or StopFlag()
         self._held: Any = None
         self._file_lock: Any = None
 

@@ -9,13 +9,13 @@ says something is wrong that waiting will not fix, so it is one clear line at on
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import tenacity
 
 from hpo.errors import HpoError
+from hpo.signals import StopFlag
 from hpo.storage import mask_url, scrub
 
 logger = logging.getLogger("hpo")
@@ -98,11 +98,11 @@ class Retrying:
     connection (the reaper restarts its clock).
     """
 
-    def __init__(self, url: str, stop: threading.Event | None = None,
+    def __init__(self, url: str, stop: StopFlag | None = None,
                  limit_s: float = RECONNECT_LIMIT_S,
                  on_lost: Callable[[], None] = lambda: None) -> None:
         self.url = url
-        self.stop = stop or threading.Event()
+        self.stop = stop or StopFlag()
         self.limit_s = limit_s
         self.on_lost = on_lost
         self.retries = 0

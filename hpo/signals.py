@@ -1,21 +1,51 @@
 """SIGINT / SIGTERM: stop a worker within a second, leaving no trial RUNNING.
 
-Outside the objective a signal only sets `stop`, an Event that every wait of the worker
-(the study lock, the wait for others' trials, the backoff of a retry) waits on, so it ends
-at once; storage writes in progress finish, so a trial is never left half-written. Inside
-the objective, which may be anyone's code, the signal raises KeyboardInterrupt and the trial
-is recorded FAIL.
+Outside the objective a signal only sets `stop`, a flag that every wait of the worker (the
+study lock, the wait for others' trials, the backoff of a retry) waits on, so it ends at
+once; storage writes in progress finish, so a trial is never left half-written. Inside the
+objective, which may be anyone's code, the signal raises KeyboardInterrupt and the trial is
+recorded FAIL.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+WAIT_SLICE_S = 0.05
+
+
+class StopFlag:
+    """Like threading.Event for `is_set` and `wait`, but safe to set in a signal handler.
+
+    A handler runs between two bytecodes of the main thread, possibly while that thread holds
+    an Event's internal lock (inside `Event.wait`): `Event.set` there would wait for that lock
+    for ever. Setting a plain attribute takes no lock; `wait` sleeps in short slices instead.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until set or `timeout` seconds pass; whether it is set."""
+        deadline = time.monotonic() + timeout
+        while not self._set:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(WAIT_SLICE_S, left))
+        return self._set
 
 
 class StopSignals:
@@ -23,7 +53,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self.stop = threading.Event()
+        self.stop = StopFlag()
         self._in_objective = False
 
     def _handle(self, signum: int, _frame: Any) -> None:

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from hpo import optuna_compat as compat
 from hpo.divergence import DivergenceMonitor
-from hpo.heartbeat import Heartbeat
+from hpo.heartbeat import Heartbeat, queue_retry
 from hpo.pruners import prune_reason
 from hpo.recorder import TrialRecorder
 from hpo.retry import connection_error
@@ -46,6 +46,7 @@ class Outcome:
     value: float | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None  # the objective's own exception, for a FAIL
+    lost_database: bool = False  # it failed because the database went away while it ran
 
 
 class TrialRunner:
@@ -127,7 +128,8 @@ class TrialRunner:
                 reason = f"{type(e).__name__}: {e}"
                 self.failures_in_a_row += 1
                 self.last_error = e
-            outcome = Outcome(TrialState.FAIL, attrs={"fail_reason": reason}, error=e)
+            outcome = Outcome(TrialState.FAIL, attrs={"fail_reason": reason}, error=e,
+                              lost_database=lost is not None)
             logger.warning("trial %d failed: %s", trial.number, reason,
                            exc_info=logger.isEnabledFor(logging.DEBUG))
         outcome.attrs["duration_s"] = round(time.perf_counter() - started, 6)
@@ -148,6 +150,10 @@ class TrialRunner:
             if self.signals.stop.is_set():
                 return None  # stopped while the database was away; its heartbeat lapses
             raise
+        if outcome.lost_database and told.state == TrialState.FAIL and self.spec.heartbeat:
+            # Not the objective's fault: run it again, as a dead worker's trial would be.
+            self.retrying(lambda: queue_retry(study, told, self.spec.heartbeat.max_retries),
+                          f"queueing a retry of trial {trial.number}")
         return told.state
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 from pathlib import Path
 
@@ -66,6 +67,31 @@ def assert_one_line(message: str, prefix: str, fragments: list[str]) -> None:
 def load(path: Path, name: str = "quad") -> optuna.Study:
     """The study a test's run wrote, opened with plain Optuna."""
     return optuna.load_study(study_name=name, storage=f"sqlite:///{path.parent / name}.db")
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant process of `pid` (from /proc, where there is one)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(entry.parent.name)
+            found += [child, *_children(child)]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind():
+    # A test that fails or times out (pytest-timeout) must not leave workers running.
+    yield
+    for pid in _children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(autouse=True)

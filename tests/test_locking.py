@@ -11,6 +11,7 @@ import pytest
 from hpo import locking
 from hpo.locking import LockTimeout, StudyLock
 from hpo.optuna_compat import rdb_backend
+from hpo.signals import StopFlag
 from hpo.storage import dispose, open_storage
 
 
@@ -48,7 +49,7 @@ def test_a_stop_ends_the_wait_within_a_second(backend):
     name = f"t-{uuid.uuid4().hex[:8]}"
     holder = StudyLock(backend, name)
     assert holder.acquire()
-    stop = threading.Event()
+    stop = StopFlag()
     waiter = StudyLock(backend, name, stop)
     result = []
     thread = threading.Thread(target=lambda: result.append(waiter.acquire()))

@@ -190,3 +190,68 @@ def test_composition_with_median_names_the_pruner(tmp_path):
     for trial in pruned:
         earlier = [t.params["x"] for t in trials if t.number < trial.number][:trial.number]
         assert trial.params["x"] > sorted(earlier)[len(earlier) // 2 - 1]
+
+
+def test_smoothed_rule_lets_a_spike_recover_and_stops_an_explosion():
+    # Adam at a high learning rate: the loss of step 1 is 11x the first, then recovers.
+    spike = [1.27, 14.3, 6.0, 3.1, 1.5] + [1.0 - 0.02 * i for i in range(40)]
+    monitor = DivergenceMonitor(3.0, smoothing=0.98, warmup=20)
+    assert all(monitor.check(cost, step) is None for step, cost in enumerate(spike))
+    raw = DivergenceMonitor(3.0)
+    assert [raw.check(cost, step) for step, cost in enumerate(spike[:2])][1] == (
+        "diverged: cost 14.3 > 3.0 × original 1.27 at step 1")
+    # An explosion: the loss keeps growing; stopped once warm-up has shown it is no spike.
+    exploding = DivergenceMonitor(3.0, smoothing=0.98, warmup=20)
+    reasons = [exploding.check(1.27 * 1.3 ** step, step) for step in range(40)]
+    first = next(step for step, reason in enumerate(reasons) if reason)
+    assert first == 20
+    assert reasons[first].startswith("diverged: smoothed cost ")
+    assert reasons[first].endswith(" > 3.0 × original 1.27 at step 20")
+
+
+def test_smoothed_rule_stops_nan_and_inf_at_once_even_in_warm_up():
+    for bad in (math.nan, math.inf):
+        monitor = DivergenceMonitor(3.0, smoothing=0.98, warmup=20)
+        assert monitor.check(2.0, 0) is None
+        assert monitor.check(bad, 1) == f"diverged: cost {bad} at step 1"
+
+
+def test_early_pruners_are_optunas_own_classes():
+    # Optuna filters TPE's and tell's view to the trial's bracket only for a HyperbandPruner
+    # instance: a wrapper around it would lose that.
+    from optuna.pruners import (
+        HyperbandPruner,
+        MedianPruner,
+        NopPruner,
+        PercentilePruner,
+        SuccessiveHalvingPruner,
+    )
+
+    from hpo.pruners import make_pruner
+    from hpo.spec import PrunerSpec
+
+    expected = {"median": MedianPruner, "hyperband": HyperbandPruner,
+                "successive_halving": SuccessiveHalvingPruner, "none": NopPruner}
+    for name, kind in expected.items():
+        assert isinstance(make_pruner(PrunerSpec(early={"type": name})), kind)
+    percentile = PrunerSpec(early={"type": "percentile", "percentile": 25.0})
+    assert isinstance(make_pruner(percentile), PercentilePruner)
+    assert isinstance(make_pruner(PrunerSpec()), NopPruner)
+
+
+def test_hyperband_names_why_it_stopped_a_trial(tmp_path):
+    path = write_study(tmp_path, """
+        name: quad
+        n_trials: 16
+        sampler: {type: tpe, seed: 0, n_startup_trials: 4}
+        pruner: {early: {type: hyperband, min_resource: 1, max_resource: 5}}
+        objective: {callable: "objective.py:objective"}
+        search_space:
+          x: {type: float, low: 0.0, high: 1.1}
+    """, objective=MEDIAN)
+    assert cli("run", path, "-q").exit_code == 0
+    trials = load(path).trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "hyperband stopped nothing"
+    for trial in pruned:
+        assert trial.user_attrs["prune_reason"].startswith("hyperband: stopped early at step")

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 from hpo.errors import HpoError
 from hpo.retry import Retrying, connection_error
+from hpo.signals import StopFlag
 from tests.conftest import SERVER_URL_VARIABLES, assert_one_line, cli, write_study
 from tests.proxy import CuttableProxy
 
@@ -101,7 +102,7 @@ def test_other_errors_are_one_line_at_once_and_lost_connections_wait_a_bounded_t
     assert_one_line(str(lost.value), "lost the database ", [
         "for 2 s while starting a trial", "run `hpo run` again to resume"])
     # A stop (a signal) ends the waiting at once.
-    stop = threading.Event()
+    stop = StopFlag()
     threading.Timer(0.3, stop.set).start()
     started = time.monotonic()
     with pytest.raises(sqlalchemy.exc.OperationalError):

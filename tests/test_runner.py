@@ -322,3 +322,73 @@ def test_stale_trials_are_failed_only_under_the_study_lock(tmp_path, monkeypatch
     monkeypatch.setattr(Reaper, "reap", checking)
     assert cli("run", path, "-q").exit_code == 0
     assert seen and set(seen) == {"held"}
+
+
+def test_enqueued_trials_count_against_n_trials(tmp_path):
+    path = study_file(tmp_path, n_trials=3)
+    assert cli("run", path, "-q", "--n-trials", "1").exit_code == 0
+    study = load(path)
+    for x in (0.5, 1.5, 2.5, 3.5):
+        study.enqueue_trial({"x": x, "kind": "a"})
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    trials = load(path).trials
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 3
+    assert [t.params["x"] for t in finished[1:]] == [0.5, 1.5]  # the queue, in order
+    assert [t.state for t in trials].count(TrialState.WAITING) == 2  # for a larger budget
+
+
+def _v1_identity(path):
+    # What hpo 0.1 stored: every default, no heartbeat, no version attr.
+    from hpo.spec import load_spec
+
+    spec = load_spec(path)
+    return spec.model_dump(mode="json", exclude={"n_trials", "timeout", "storage", "heartbeat"},
+                           exclude_none=True)
+
+
+def test_a_study_from_an_older_hpo_runs_on_and_is_upgraded(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    stored = _v1_identity(path)
+    study = optuna.create_study(study_name="quad", storage=f"sqlite:///{tmp_path}/quad.db")
+    study.set_user_attr("hpo_spec", stored)
+    study.enqueue_trial({"x": 1.0, "kind": "a"})
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    attrs = load(path).user_attrs
+    assert attrs["hpo_spec_version"] == 2
+    assert "log" not in attrs["hpo_spec"]["search_space"]["x"]  # defaults dropped
+
+
+def test_a_field_added_by_a_later_hpo_does_not_refuse_an_existing_study(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    stored = _v1_identity(path)
+    del stored["pruner"]["divergence"]  # as if hpo 0.1 had no divergence settings yet
+    study = optuna.create_study(study_name="quad", storage=f"sqlite:///{tmp_path}/quad.db")
+    study.set_user_attr("hpo_spec", stored)
+    assert cli("run", path, "-q").exit_code == 0
+
+
+def test_a_study_from_a_newer_hpo_is_refused_in_one_line(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    assert cli("run", path, "-q", "--n-trials", "1").exit_code == 0
+    load(path).set_user_attr("hpo_spec_version", 3)
+    before = _rows(tmp_path / "quad.db")
+    result = cli("run", path, "-q")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "was written by a newer hpo (spec version 3, this one knows 2); upgrade hpo" in (
+        result.output)
+    assert _rows(tmp_path / "quad.db") == before
+
+
+def test_an_older_studys_different_spec_is_refused_by_name(tmp_path):
+    path = study_file(tmp_path, n_trials=2)
+    stored = _v1_identity(path)
+    stored["search_space"]["x"]["high"] = 9.0
+    study = optuna.create_study(study_name="quad", storage=f"sqlite:///{tmp_path}/quad.db")
+    study.set_user_attr("hpo_spec", stored)
+    result = cli("run", path, "-q")
+    assert result.exit_code == 1
+    assert "search_space.x.high is 9.0 there but 5.0 in study.yaml" in result.output

@@ -149,3 +149,29 @@ search_space:
     assert sizes == {8: 4 * 8 + 8 + 8 * 3 + 3,
                      "16,4": 4 * 16 + 16 + 16 * 4 + 4 + 4 * 3 + 3,
                      "4x3": 4 * 4 + 4 + 4 * 4 + 4 + 4 * 4 + 4 + 4 * 3 + 3}
+
+
+def test_a_rising_validation_loss_is_not_divergence(tmp_path):
+    # The trainer holds its training cost to the rule, step by step. Its per-epoch reports are
+    # metrics: an overfitting trial's val_loss rises, and its best epoch must be kept.
+    path = tmp_path / "study.yaml"
+    path.write_text("""
+name: overfit
+direction: minimize
+metric: val_loss
+n_trials: 1
+pruner: {divergence: {factor: 1.2}}
+objective:
+  trainer: mlp
+  data: {dataset: synthetic, n_samples: 60, n_features: 40, seed: 3}
+  model: {hidden: [256, 256], initializer: xavier_uniform}
+  train: {epochs: 40, batch_size: 8, lr: 0.003, optimizer: adam, threads: 1}
+""")
+    result = cli("run", path, "-q")
+    assert result.exit_code == 0, result.output
+    trial = load(path, "overfit").trials[0]
+    val_loss = trial.user_attrs["val_loss"]
+    assert max(val_loss) > 1.2 * val_loss[0]  # the old per-epoch check would have pruned it
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["epochs_run"] == 40
+    assert trial.value == min(val_loss)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from hpo.divergence import training_monitor
+from hpo.divergence import DivergenceMonitor, training_monitor
 from hpo.training import LOCAL_WORKERS_ENV
 from hpo.training.data import Dataset
 from hpo.training.init import initialize
@@ -121,7 +121,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return (loss_sum / len(x)).item(), (correct.float() / len(x)).item()
 
 
-def _check_losses(monitor: Any, losses: torch.Tensor, first_step: int) -> str | None:
+def _check_losses(monitor: DivergenceMonitor, losses: torch.Tensor, first_step: int) -> str | None:
     """Feed the losses of consecutive steps from `first_step` on to the rule, in order."""
     for offset, loss in enumerate(losses.tolist()):
         reason = monitor.check(loss, first_step + offset)

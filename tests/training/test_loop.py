@@ -36,7 +36,7 @@ def test_sgd_with_lr_50_diverges_within_the_first_epoch(digits):
     result = train(config(optimizer="sgd", lr=50.0, epochs=5), digits)
     assert result.diverged
     assert result.epochs_run == 1
-    assert result.stop_reason.startswith("diverged: cost")
+    assert result.stop_reason.startswith("diverged: ")
     step = int(result.stop_reason.rsplit(" ", 1)[1])
     assert step < math.ceil(len(digits.x_train) / 32)
 
@@ -105,3 +105,20 @@ def test_auto_device_is_cpu_without_cuda():
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device("auto").type == expected
+
+
+def test_adam_spikes_that_recover_are_not_divergence(monkeypatch):
+    # The case: a 512x512 MLP without batch norm, Adam at lr 1e-2, batch 16. The loss
+    # of step 1 is 5-25x the first; the raw 3x rule pruned every such trial at step 1.
+    from hpo.divergence import DivergenceMonitor
+    from hpo.training import loop
+
+    data = load_data(DataSpec(dataset="synthetic", n_features=20), None)
+    spiky = config(hidden=[512, 512], batch_size=16, lr=1e-2, optimizer="adam", epochs=1,
+                   threads=2, seed=1)
+    result = train(spiky, data)
+    assert not result.diverged and result.epochs_run == 1
+    assert result.best_value > 0.85
+    monkeypatch.setattr(loop, "training_monitor", lambda factor: DivergenceMonitor(factor))
+    raw = train(spiky, data)
+    assert raw.diverged and raw.stop_reason.endswith("at step 1")
