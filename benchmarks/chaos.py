@@ -196,7 +196,7 @@ def run(url: str, folder: Path, workers: int, n: int, chaos: bool, restart: bool
                     events.append("PostgreSQL restarted")
 
     def sigterm_a_waiting_worker() -> None:
-        while finished(url, name) < n - workers // 2 and not stop_chaos.is_set():
+        while finished(url, name) < n - workers and not stop_chaos.is_set():
             time.sleep(0.2)
         waiter = pool.start()
         log = pool.logs[-1]
@@ -231,6 +231,14 @@ def run(url: str, folder: Path, workers: int, n: int, chaos: bool, restart: bool
     points = Counter(t.params["x"] for t in done)
     logs = pool.text()
     optuna.delete_study(study_name=name, storage=url)
+    # A worker that cannot reach the database when it starts stops at once, by design (a
+    # wrong URL is reported at once; an engine restarts it): a replacement started while the
+    # server restarts does. Any other exit but 0, 143 and SIGKILL is wrong.
+    ends = [(code, (log.read_text().strip().splitlines() or [""])[-1])
+            for code, log in zip(codes, pool.logs, strict=True)
+            if code not in (0, 143, -signal.SIGKILL)]
+    refused = [line for code, line in ends if code == 1 and "cannot open storage" in line]
+    bad = [f"exit {code}: {line}" for code, line in ends if line not in refused]
     return {
         "seconds": seconds,
         "finished": len(done),
@@ -240,7 +248,9 @@ def run(url: str, folder: Path, workers: int, n: int, chaos: bool, restart: bool
         "tracebacks": logs.count("Traceback"),
         "reruns": sum("retry_of" in t.user_attrs for t in done),
         "db_retries": logs.count("database unreachable"),
-        "bad_exits": sum(c not in (0, 143, -signal.SIGKILL) for c in codes),
+        "bad_exits": len(bad),
+        "bad_exit_lines": bad,
+        "refused_at_start": len(refused),
         "events": Counter(e if not e.startswith("killed") else e for e in events),
         **waiting_stop,
     }
@@ -271,9 +281,13 @@ def main() -> None:
                           ("tracebacks", 0), ("bad_exits", 0)):
             verdict = "ok" if mad[key] == must else f"WRONG (must be {must})"
             print(f"  {key:<11} {mad[key]:>5}   {verdict}")
+        for line in mad["bad_exit_lines"]:
+            print(f"    {line}")
         print(f"  {'reruns':<11} {mad['reruns']:>5}   trials re-run after their worker died")
         print(f"  {'failed':<11} {mad['failed']:>5}   killed workers' trials (and the orphan)")
         print(f"  {'db_retries':<11} {mad['db_retries']:>5}   retries the workers logged")
+        print(f"  {'refused':<11} {mad['refused_at_start']:>5}   replacements started while "
+              "the server was away, stopped at once")
         stopped = mad.get("stopped_in_s")
         print("  waiting worker sent SIGTERM: " + (
             f"exit {mad['exit_code']} after {stopped:.2f} s" if stopped is not None

@@ -129,6 +129,7 @@ class StudyLock:
 
     def release(self) -> None:
         from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
 
         held, self._held = self._held, None
         if held is None or held is True:
@@ -140,9 +141,12 @@ class StudyLock:
             if self._dialect != "postgresql":
                 held.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": self._name})
             held.commit()
+        except SQLAlchemyError:
+            # The connection died: its server released the lock with it. Raising here would
+            # hide the error that killed it (what the caller retries on) behind this one.
+            pass
         finally:
-            # A connection that lost its server takes its session locks with it.
-            held.close()
+            held.close()  # closing ends the session, and any lock it still held
 
     def __enter__(self) -> bool:
         return self.acquire()

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 # How long a worker keeps retrying an unreachable database before it gives up.
 RECONNECT_LIMIT_S = 120.0
-FIRST_DELAY_S, MAX_DELAY_S = 0.5, 10.0
+FIRST_DELAY_S, MAX_DELAY_S = 0.5, 5.0
 
 # PostgreSQL SQLSTATEs: connection exceptions (class 08), the server shutting down or
 # starting (57P01-57P03), a serialization failure or deadlock (40001, 40P01).
@@ -73,6 +73,8 @@ def connection_error(error: BaseException) -> BaseException | None:
     from sqlalchemy import exc
 
     for cause in _causes(error):
+        if isinstance(cause, exc.PendingRollbackError):
+            continue  # a symptom: the error that invalidated the connection is further down
         if isinstance(cause, exc.SQLAlchemyError):
             return cause if _is_transient(cause) else None
     return None

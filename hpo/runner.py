@@ -144,8 +144,13 @@ class _Worker:
             # two workers could pick the same point.
             self.study.on_ask = self.lock.release if self.grid_size is None else None
             trials_run = self._loop(started)
-        summary = self.retrying(self._summarize, "summarizing the study")
-        if self.options.write_note:
+        try:
+            summary = self.retrying(self._summarize, "summarizing the study")
+        except Exception:
+            if not self.signals.stop.is_set():
+                raise
+            summary = None  # stopped while the database was away: nothing more to show
+        if self.options.write_note and summary is not None:
             write_study_note(self.study, self.spec, self.url, summary)
         return RunResult(self.study, mask_url(self.url), trials_run,
                          time.perf_counter() - started, summary, self.signals.received,

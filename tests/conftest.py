@@ -126,3 +126,18 @@ def storage_url(request, tmp_path):
         if summary.study_name.startswith("t-"):
             optuna.delete_study(study_name=summary.study_name, storage=storage)
     storage.engine.dispose()
+
+
+@pytest.fixture
+def claiming(storage_url):
+    """A new, empty study on each backend, opened as hpo opens it (a ClaimingStudy)."""
+    import uuid
+
+    from hpo.optuna_compat import ClaimingStudy
+    from hpo.storage import dispose, open_storage
+
+    storage = open_storage(storage_url)
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    optuna.create_study(study_name=name, storage=storage)
+    yield ClaimingStudy(study_name=name, storage=storage)
+    dispose(storage)

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 
 from hpo.heartbeat import Heartbeat, Reaper
-from hpo.optuna_compat import ClaimingStudy, rdb_backend
+from hpo.optuna_compat import rdb_backend
 from hpo.spec import HeartbeatSpec
 from hpo.storage import dispose, open_storage
 from tests.proxy import CuttableProxy
@@ -21,12 +21,8 @@ X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
 
 @pytest.fixture
-def study(storage_url):
-    storage = open_storage(storage_url)
-    name = f"t-beat-{uuid.uuid4().hex[:12]}"
-    optuna.create_study(study_name=name, storage=storage)
-    yield ClaimingStudy(study_name=name, storage=storage)
-    dispose(storage)
+def study(claiming):
+    return claiming
 
 
 def orphan(study, x=0.5):

@@ -7,7 +7,6 @@ and widen `SUPPORTED_VERSIONS`, or keep the upper bound.
 from __future__ import annotations
 
 import time
-import uuid
 
 import optuna
 import optuna_dashboard
@@ -17,20 +16,8 @@ from optuna.trial import TrialState
 from hpo import optuna_compat as compat
 from hpo.errors import HpoError
 from hpo.locking import StudyLock
-from hpo.optuna_compat import ClaimingStudy
-from hpo.storage import dispose, open_storage
 
 X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-
-
-@pytest.fixture
-def claiming(storage_url):
-    """A new ClaimingStudy on the backend, opened as hpo opens it."""
-    storage = open_storage(storage_url)
-    name = f"t-claim-{uuid.uuid4().hex[:12]}"
-    optuna.create_study(study_name=name, storage=storage)
-    yield ClaimingStudy(study_name=name, storage=storage)
-    dispose(storage)
 
 
 def test_versions_in_range_pass_and_others_are_one_line(monkeypatch):
