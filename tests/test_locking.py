@@ -85,6 +85,7 @@ def test_releasing_a_lock_whose_connection_died_raises_nothing(backend):
     # Found by the chaos benchmark: a commit on the dead connection raised, hiding the lost
     # connection (which the worker retries) behind an error it does not retry.
     from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
 
     dialect = backend.engine.dialect.name
     if dialect == "sqlite":
@@ -100,7 +101,7 @@ def test_releasing_a_lock_whose_connection_died_raises_nothing(backend):
                        else f"KILL {pid}"))
     admin.dispose()
     time.sleep(0.2)
-    with pytest.raises(Exception):
+    with pytest.raises(DBAPIError):
         lock.connection.execute(text("SELECT 1"))  # the connection is gone
     lock.release()
     assert backend.engine.pool.checkedout() == 0
