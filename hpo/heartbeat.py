@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,10 @@ def queue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retrie
     if tries >= max_retries:
         return False
     trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
-    RetryHeartbeatStaleTrialCallback(max_retry=max_retries)(study, trial)
+    with warnings.catch_warnings():  # "experimental" in Optuna: hpo's choice, not news
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    retry(study, trial)
     return True
 
 

@@ -14,6 +14,7 @@ identities, so an existing study keeps running as it was created, or is refused 
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -86,7 +87,9 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
             )
         study.set_user_attr(SPEC_ATTR, current)
         study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
-        study.set_metric_names([spec.metric])  # the dashboard shows it, not "Objective 0"
+        with warnings.catch_warnings():  # "experimental" in Optuna: hpo's choice, not news
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.metric])  # the dashboard shows it, not "Objective 0"
         return
     version = attrs.get(SPEC_VERSION_ATTR, 1)
     if version > SPEC_VERSION:

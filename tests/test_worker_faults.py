@@ -126,6 +126,7 @@ def test_an_orphaned_ask_without_heartbeat_does_not_hang_the_study(tmp_path, sto
     assert code == 0, err
     assert time.monotonic() - started < 20
     assert err.count(f"waiting for running trial {orphan.number} (?:?)") == 1  # said once
+    assert "Warning" not in err and "Traceback" not in err
     done = trials(storage_url, name)
     assert done[orphan.number].state == TrialState.FAIL
     assert "sent no heartbeat for over 2 s" in done[orphan.number].user_attrs["fail_reason"]
