@@ -62,7 +62,6 @@ class RunResult:
     seconds: float
     summary: dict[str, Any] | None  # report.summarize(study) at the end
     stopped_by: signal.Signals | None = None
-    db_retries: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -153,8 +152,7 @@ class _Worker:
         if self.options.write_note and summary is not None:
             write_study_note(self.study, self.spec, self.url, summary)
         return RunResult(self.study, mask_url(self.url), trials_run,
-                         time.perf_counter() - started, summary, self.signals.received,
-                         self.retrying.retries)
+                         time.perf_counter() - started, summary, self.signals.received)
 
     def _summarize(self) -> dict[str, Any]:
         from hpo import report

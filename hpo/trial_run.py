@@ -45,7 +45,6 @@ class Outcome:
     state: TrialState
     value: float | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
-    error: BaseException | None = None  # the objective's own exception, for a FAIL
     lost_database: bool = False  # it failed because the database went away while it ran
 
 
@@ -128,7 +127,7 @@ class TrialRunner:
                 reason = f"{type(e).__name__}: {e}"
                 self.failures_in_a_row += 1
                 self.last_error = e
-            outcome = Outcome(TrialState.FAIL, attrs={"fail_reason": reason}, error=e,
+            outcome = Outcome(TrialState.FAIL, attrs={"fail_reason": reason},
                               lost_database=lost is not None)
             logger.warning("trial %d failed: %s", trial.number, reason,
                            exc_info=logger.isEnabledFor(logging.DEBUG))
