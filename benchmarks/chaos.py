@@ -251,7 +251,7 @@ def run(url: str, folder: Path, workers: int, n: int, chaos: bool, restart: bool
         "bad_exits": len(bad),
         "bad_exit_lines": bad,
         "refused_at_start": len(refused),
-        "events": Counter(e if not e.startswith("killed") else e for e in events),
+        "events": Counter(events),
         **waiting_stop,
     }
 

@@ -96,7 +96,11 @@ class StudyLock:
 
         connection = self._backend.engine.connect()
         try:
-            # Both last until the transaction this begins ends, in release().
+            # Each lasts until the transaction this begins ends, in release(). A free lock is
+            # taken in one round trip; only a held one is waited for, `POLL_S` at a time.
+            if connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                  {"key": self._key}).scalar():
+                return connection
             connection.execute(text(f"SET LOCAL lock_timeout = '{int(POLL_S * 1000)}ms'"))
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._key})
             return connection

@@ -16,7 +16,7 @@ import tenacity
 
 from hpo.errors import HpoError
 from hpo.signals import StopFlag
-from hpo.storage import mask_url, scrub
+from hpo.storage import describe_error, mask_url
 
 logger = logging.getLogger("hpo")
 T = TypeVar("T")
@@ -87,12 +87,6 @@ def database_error(error: BaseException) -> BaseException | None:
     return next((c for c in _causes(error) if isinstance(c, exc.SQLAlchemyError)), None)
 
 
-def describe(error: BaseException, url: str) -> str:
-    """The first line of a database error, the password scrubbed."""
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return scrub(text, url)
-
-
 class Retrying:
     """Runs a step, retrying it while the database is unreachable, for a bounded time.
 
@@ -117,7 +111,7 @@ class Retrying:
             self.on_lost()
             error = connection_error(state.outcome.exception())
             logger.warning("database unreachable while %s (%s); retrying in %.1f s", what,
-                           describe(error, self.url), state.next_action.sleep)
+                           describe_error(error, self.url), state.next_action.sleep)
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: connection_error(e) is not None),
@@ -138,10 +132,10 @@ class Retrying:
             if connection_error(raised) is not None:
                 raise HpoError(
                     f"lost the database {mask_url(self.url)} for {self.limit_s:.0f} s while "
-                    f"{what} ({describe(error, self.url)}); finished trials are stored, run "
+                    f"{what} ({describe_error(error, self.url)}); finished trials are stored, run "
                     "`hpo run` again to resume"
                 ) from raised
             raise HpoError(
                 f"database error on {mask_url(self.url)} while {what}: "
-                f"{describe(error, self.url)}"
+                f"{describe_error(error, self.url)}"
             ) from raised

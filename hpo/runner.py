@@ -110,9 +110,10 @@ class _Worker:
         self.options = options
         self.url = url
         self.storage = storage
+        self.backend = optuna_compat.rdb_backend(storage)  # None for in-memory storage
         self.signals = StopSignals()
         self.retrying = Retrying(url, self.signals.stop, on_lost=self._connection_lost)
-        self.lock = StudyLock(optuna_compat.rdb_backend(storage), spec.name, self.signals.stop)
+        self.lock = StudyLock(self.backend, spec.name, self.signals.stop)
         self.trials = TrialRunner(spec, objective, self.signals, self.retrying,
                                   options.worker_id)
         self.budget = options.n_trials or spec.n_trials
@@ -223,10 +224,9 @@ class _Worker:
             if move == Move.DONE:
                 return move, finished, None
             claimed = study.claim(pop_waiting=counts[optuna.trial.TrialState.WAITING] > 0)
-            backend = optuna_compat.rdb_backend(self.storage)
-            if self.spec.heartbeat and backend is not None:
+            if self.spec.heartbeat and self.backend is not None:
                 # The first beat, stamped by the database's clock, before the lock is let go.
-                backend.record_heartbeat(claimed)
+                self.backend.record_heartbeat(claimed)
             trial = study.ask()
             if study.claimed is not None:
                 raise HpoError(f"Optuna {optuna.__version__}'s ask did not run the trial this "

@@ -65,6 +65,12 @@ def scrub(text: str, url: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
+def describe_error(error: BaseException, url: str) -> str:
+    """The first line of a database error, safe to print: the URL's password scrubbed."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return scrub(text, url)
+
+
 def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///") or url.endswith(":memory:"):
         return None
@@ -128,8 +134,8 @@ def open_storage(url: str) -> RDBStorage:
             "install hpo[server] for PostgreSQL and MySQL"
         ) from None
     except Exception as e:  # SQLAlchemy and drivers raise many kinds; all mean "cannot open".
-        detail = scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, url)
-        raise StorageError(f"cannot open storage {mask_url(url)}: {detail}") from None
+        raise StorageError(f"cannot open storage {mask_url(url)}: {describe_error(e, url)}"
+                           ) from None
 
 
 def dispose(storage: BaseStorage) -> None:

@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,6 @@ from hpo.recorder import TrialRecorder
 from hpo.retry import connection_error
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from hpo.objective import Objective
     from hpo.retry import Retrying
     from hpo.signals import StopSignals
@@ -96,8 +95,6 @@ class TrialRunner:
         return outcome
 
     def _heartbeat(self, study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager:
-        from contextlib import nullcontext
-
         backend = compat.rdb_backend(compat.study_storage(study))
         if not self.spec.heartbeat or backend is None:
             return nullcontext()
