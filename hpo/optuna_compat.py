@@ -104,12 +104,13 @@ class ClaimingStudy(optuna.Study):
 
     claimed: int | None = None
     on_ask: Callable[[], None] | None = None  # called as `ask` takes up the claim
+    _taken: int | None = None
 
     def claim(self, pop_waiting: bool) -> int:
         """Make this worker's next trial exist, RUNNING; call it holding the study lock.
 
-        A claim that outlives a failed attempt to run it (the database went away) is kept, so
-        retrying never claims a second trial.
+        The claim is kept until `ask_claimed` returns the trial, so a retry after the database
+        went away (during the claim or inside `ask`) asks for the same trial, never a second.
         """
         if self.claimed is None:
             popped = super()._pop_waiting_trial_id() if pop_waiting else None
@@ -118,13 +119,23 @@ class ClaimingStudy(optuna.Study):
             self.claimed = popped
         return self.claimed
 
+    def ask_claimed(self) -> optuna.Trial:
+        """`ask` for the claimed trial; the claim ends only once `ask` has returned it."""
+        self._taken = None
+        trial = self.ask()
+        if self._taken is None or self._taken != self.claimed:
+            raise HpoError(f"Optuna {optuna.__version__}'s ask did not run the trial this "
+                           "worker claimed; install optuna>=5,<6")
+        self.claimed = None
+        return trial
+
     def _pop_waiting_trial_id(self) -> int | None:
         if self.claimed is None:  # nothing claimed: Optuna's own queue, as in a plain study
             return super()._pop_waiting_trial_id()
-        claimed, self.claimed = self.claimed, None
+        self._taken = self.claimed
         if self.on_ask is not None:
             self.on_ask()
-        return claimed
+        return self.claimed
 
 
 # --- SQL on Optuna's tables (`optuna.storages._rdb.models`), one query where Optuna needs many.

@@ -227,11 +227,7 @@ class _Worker:
             if self.spec.heartbeat and self.backend is not None:
                 # The first beat, stamped by the database's clock, before the lock is let go.
                 self.backend.record_heartbeat(claimed)
-            trial = study.ask()
-            if study.claimed is not None:
-                raise HpoError(f"Optuna {optuna.__version__}'s ask did not run the trial this "
-                               "worker claimed; install optuna>=5,<6")
-            return move, finished, trial
+            return move, finished, study.ask_claimed()
         finally:
             self.lock.release()
 

@@ -6,7 +6,9 @@ and widen `SUPPORTED_VERSIONS`, or keep the upper bound.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 
 import optuna
 import optuna_dashboard
@@ -16,6 +18,10 @@ from optuna.trial import TrialState
 from hpo import optuna_compat as compat
 from hpo.errors import HpoError
 from hpo.locking import StudyLock
+from hpo.optuna_compat import ClaimingStudy
+from hpo.retry import connection_error
+from hpo.storage import dispose, open_storage
+from tests.proxy import CuttableProxy
 
 X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
@@ -87,7 +93,7 @@ def test_others_count_the_claim_before_ask_and_ask_runs_it(claiming):
 
     released = []
     claiming.on_ask = lambda: released.append(True)
-    trial = claiming.ask(X)
+    trial = claiming.ask_claimed()
     assert compat.trial_id(trial) == claimed and claiming.claimed is None and released
     claiming.tell(trial, 0.5)
     assert [t.state for t in claiming.trials] == [TrialState.COMPLETE]
@@ -99,7 +105,7 @@ def test_a_claim_pops_a_queued_trial_with_its_params(claiming):
     claimed = claiming.claim(pop_waiting=True)
     assert claiming.trials[0]._trial_id == claimed
     assert claiming.trials[0].state == TrialState.RUNNING
-    assert claiming.ask(X).params == {"x": 0.25}
+    assert claiming.ask_claimed().suggest_float("x", 0.0, 1.0) == 0.25
 
 
 def test_retrying_after_a_failure_keeps_the_claim(claiming):
@@ -135,3 +141,29 @@ def test_stale_trials_are_silent_past_grace_with_or_without_a_heartbeat(claiming
 def test_the_dashboard_reads_the_note_hpo_saves(claiming):
     compat.dashboard_save_note()(claiming, "# note\nbody")
     assert optuna_dashboard.get_note(claiming) == "# note\nbody"
+
+
+def test_a_claim_outlives_an_ask_that_lost_the_database():
+    # Found in a full run: the connection dropped inside `ask`, after the claim was handed
+    # over; the retry claimed a second trial and the first stayed RUNNING until reaped.
+    url = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
+    proxy, proxied = CuttableProxy.in_front_of(url)
+    storage = open_storage(proxied)
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    optuna.create_study(study_name=name, storage=storage)
+    study = ClaimingStudy(study_name=name, storage=storage)
+    try:
+        claimed = study.claim(pop_waiting=False)
+        proxy.cut()
+        with pytest.raises(Exception) as lost:  # noqa: B017 (Optuna wraps it in its own)
+            study.ask_claimed()  # reads the new trial back: the database is gone
+        assert connection_error(lost.value) is not None  # what the runner retries on
+        proxy.restore()
+        assert study.claim(pop_waiting=False) == claimed  # the retry's claim is the same
+        assert compat.trial_id(study.ask_claimed()) == claimed
+        assert len(study.trials) == 1
+    finally:
+        dispose(storage)
+        proxy.close()
