@@ -8,10 +8,11 @@ worker: any other worker fails it and queues a retry with the same parameters, u
 Two things keep a live worker's trial from being reaped:
 - The beating thread outlives database errors: a failed beat is tried again at the next
   interval (Optuna's own thread stops for good at its first failure).
-- A worker reaps only once it has had the database for `grace` seconds on end. After an
-  outage every trial's last beat is old; the workers that ran them beat again within an
-  interval of the database's return, before anyone reaps. So an outage up to the
-  reconnect limit (`hpo.retry.RECONNECT_LIMIT_S`) costs no trial.
+- A worker reaps only once it has had the database for `grace` seconds on end, counted from
+  its first successful look after a loss. After an outage every trial's last beat is old;
+  the workers that ran them beat again within an interval of the database's return (a
+  claimed trial is beaten again with each retried claim), before anyone reaps. So an outage
+  up to the reconnect limit (`hpo.retry.RECONNECT_LIMIT_S`) costs no running trial.
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ class Reaper:
         self._study = study
         self._backend = compat.rdb_backend(compat.study_storage(study))
         self._spec = heartbeat
-        self._connected_since = time.monotonic()
+        self._connected_since: float | None = time.monotonic()
         self._last_reap = -float("inf")
 
     def connection_lost(self) -> None:
         """This worker lost the database: wait `grace` after its return before reaping."""
-        self._connected_since = time.monotonic()
+        self._connected_since = None
 
     @property
     def due(self) -> bool:
@@ -94,6 +95,11 @@ class Reaper:
     def reap(self) -> list[int]:
         """Fail the silent trials, queue their retries; returns the failed trials' numbers."""
         now = time.monotonic()
+        if self._connected_since is None:
+            # The first look since the database came back (this runs under the study lock, so
+            # it answers): the clock starts now, not at the last failed attempt, which with
+            # backoff can be seconds before the outage ended.
+            self._connected_since = now
         if self._backend is None or now - self._connected_since < self._spec.grace:
             return []
         self._last_reap = now

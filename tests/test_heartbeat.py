@@ -59,8 +59,9 @@ def test_no_reaping_until_grace_has_passed_since_the_database_came_back(study):
     time.sleep(3.2)
     reaper = Reaper(study, HeartbeatSpec(interval=1, grace=2, max_retries=1))
     reaper._connected_since -= 10
-    reaper.connection_lost()  # the database was away until now: others may not have beaten
-    assert reaper.reap() == []
+    reaper.connection_lost()  # the last failed attempt; backoff waits on while it is away
+    time.sleep(2.2)  # longer than grace: the clock must not start at the failure
+    assert reaper.reap() == []  # the first look that reaches it: others may not have beaten
     time.sleep(2.2)
     assert len(reaper.reap()) == 1
 
