@@ -83,10 +83,13 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
                    "--workers N the children are ID.0 .. ID.N-1. [env: HPO_WORKER_ID]")
 # `--workers N` starts its workers with --no-note: the parent writes the note once, at the end.
 @click.option("--note/--no-note", default=True, hidden=True)
+# ... and, for a staged study, with --stage: the parent runs the stages one after another.
+@click.option("--stage", hidden=True)
 @click.pass_context
 def run(
     ctx: click.Context, spec_file: Path, storage: str | None, n_trials: int | None,
     timeout: float | None, quiet: bool, workers: int, worker_id: str, note: bool,
+    stage: str | None,
 ) -> None:
     """Run the study a study file describes, resuming it if it exists.
 
@@ -100,7 +103,10 @@ def run(
 
     spec = load_spec(spec_file)
     _quiet_optuna(ctx.obj["debug"])
-    options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id, note)
+    options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id, note, stage)
+    if spec.stages is not None:
+        _run_staged(ctx, spec, spec_file, options, workers)
+        return
     if workers > 1:
         from hpo.workers import run_local_workers
 
@@ -116,6 +122,28 @@ def run(
                f"stored in {result.storage_url}")
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(result.exit_code)
+
+
+def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,
+                workers: int) -> None:
+    from hpo import report
+    from hpo.wisdom.stages import run_staged
+
+    results = run_staged(spec, options, workers, ctx.obj["debug"])
+    for staged in results:
+        click.echo(f"Stage {staged.stage} (study {staged.spec.name}):")
+        if staged.result.summary is not None:
+            click.echo(report.format_summary(staged.result.summary))
+    last = results[-1].result if results else None
+    if last is not None and last.stopped_by is not None:
+        click.echo(f"Stopped by {last.stopped_by.name}; the next `hpo run` resumes.", err=True)
+    seconds = sum(s.result.seconds for s in results)
+    trials = sum(s.result.trials_run for s in results)
+    where = last.storage_url if last is not None else "nowhere (nothing ran)"
+    click.echo(f"Ran {trials} trials in {len(results)} stages in {seconds:.1f} s; stored in "
+               f"{where}")
+    click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
+    ctx.exit(last.exit_code if last is not None else 0)
 
 
 @main.command()
@@ -137,14 +165,23 @@ def validate(spec_file: Path) -> None:
     click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
 
 
-def _open_study(spec_file: Path | None, storage: str | None, study_name: str | None) -> Any:
+def _open_study(spec_file: Path | None, storage: str | None, study_name: str | None
+                ) -> tuple[Any, Any]:
+    """The existing study, and the spec it was read through (None with --storage/--study)."""
     from hpo.spec import load_spec
     from hpo.storage import load_existing_study
 
     if spec_file is None and not (storage and study_name):
         raise click.UsageError("give a study file, or both --storage and --study")
     spec = load_spec(spec_file) if spec_file is not None else None
-    return load_existing_study(spec, storage, study_name)
+    if spec is not None and spec.stages is not None and study_name is None:
+        from hpo.wisdom.stages import stage_studies
+
+        stage, study = [(s, st) for s, st in stage_studies(spec, storage) if st][-1]
+        click.echo(f"Stage {stage.name}: study {study.study_name} (the latest stage started; "
+                   "--study NAME picks another)", err=True)
+        return study, spec
+    return load_existing_study(spec, storage, study_name), spec
 
 
 study_options = [
@@ -172,8 +209,17 @@ def status(spec_file: Path | None, storage: str | None, study_name: str | None, 
     Example: hpo status studies/quickstart.yaml --top 10
     """
     from hpo import report
+    from hpo.wisdom.edges import limits_for
 
-    summary = report.summarize(_open_study(spec_file, storage, study_name), top=top)
+    if spec_file is not None and study_name is None:
+        from hpo.spec import load_spec
+
+        spec = load_spec(spec_file)
+        if spec.stages is not None:
+            _staged_status(spec, storage, top, as_json)
+            return
+    study, spec = _open_study(spec_file, storage, study_name)
+    summary = report.summarize(study, top=top, limits=limits_for(spec, study))
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -181,6 +227,32 @@ def status(spec_file: Path | None, storage: str | None, study_name: str | None, 
     table = report.format_table(summary)
     if table:
         click.echo("\n" + table)
+
+
+def _staged_status(spec: Any, storage: str | None, top: int, as_json: bool) -> None:
+    """Every stage of a staged study: its study's summary, or that it has not started."""
+    from hpo import report
+    from hpo.wisdom.edges import limits_for
+    from hpo.wisdom.stages import stage_studies
+
+    stages = []
+    for stage, study in stage_studies(spec, storage):
+        summary = (report.summarize(study, top=top, limits=limits_for(spec, study))
+                   if study is not None else None)
+        stages.append({"stage": stage.name, "n_trials": stage.n_trials,
+                       "started": study is not None, **(summary or {})})
+    if as_json:
+        click.echo(json.dumps({"stages": stages}, indent=2, default=str))
+        return
+    for index, stage in enumerate(stages):
+        title = (f"Stage {index + 1} of {len(stages)}, {stage['stage']} "
+                 f"({stage['n_trials']} trials)")
+        if not stage["started"]:
+            click.echo(f"{title}: not started\n")
+            continue
+        click.echo(f"{title}:\n" + report.format_summary(stage))
+        table = report.format_table(stage)
+        click.echo(("\n" + table if table else "") + "\n")
 
 
 @main.command()
@@ -197,7 +269,7 @@ def export(spec_file: Path | None, storage: str | None, study_name: str | None, 
     """
     from hpo import report
 
-    records = report.trial_records(_open_study(spec_file, storage, study_name))
+    records = report.trial_records(_open_study(spec_file, storage, study_name)[0])
     text = report.to_csv(records) if fmt == "csv" else report.to_json(records)
     if out is None:
         click.echo(text, nl=False)
@@ -262,7 +334,123 @@ def report_command(spec_file: Path | None, storage: str | None, study_name: str 
     Example: hpo report studies/quickstart.yaml --out report.html
     """
     from hpo.html_report import write_report
+    from hpo.wisdom.edges import limits_for
 
-    written = write_report(_open_study(spec_file, storage, study_name), out, png=fmt == "png")
+    study, spec = _open_study(spec_file, storage, study_name)
+    written = write_report(study, out, png=fmt == "png", limits=limits_for(spec, study))
     for path in written:
         click.echo(f"Wrote {path}")
+
+
+param_option = click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE",
+    help="Train with this value instead of the file's fixed one (repeatable), e.g. "
+         "--param optimizer=sgd.")
+
+
+@main.command()
+@spec_argument
+@param_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.pass_context
+def check(ctx: click.Context, spec_file: Path, params: tuple[str, ...], as_json: bool) -> None:
+    """Babysit the built-in trainer's setup before a search (seconds, no study written).
+
+    Checks the loss before any update (about ln C), that 20 examples can be learned by heart,
+    how the loss moves across the lr range, and that the inputs matter. Exits 1 when a check
+    fails, 0 otherwise (warnings included).
+
+    Example: hpo check studies/quickstart.yaml
+    """
+    from hpo.spec import load_spec
+    from hpo.wisdom import check as checks
+    from hpo.wisdom.setup import parse_overrides
+
+    spec = load_spec(spec_file)
+    results, setup_line = checks.run_checks(spec, parse_overrides(params))
+    if as_json:
+        click.echo(json.dumps({"checks": [c.as_dict() for c in results]}, indent=2))
+    else:
+        click.echo(checks.format_checks(results, setup_line))
+    ctx.exit(checks.exit_code(results))
+
+
+@main.command(name="lr-find")
+@spec_argument
+@param_option
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Range tests to run, each from its own initialization and batch order.")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(10, 10000),
+              help="Steps of the exponential ramp.")
+@click.option("--start", type=click.FloatRange(min=0, min_open=True),
+              help="First lr [default: a decade below search_space.lr, else 1e-7].")
+@click.option("--end", type=click.FloatRange(min=0, min_open=True),
+              help="Last lr [default: a decade above search_space.lr, else 10].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the loss-vs-lr plot (.html, or .png with kaleido).")
+def lr_find(spec_file: Path, params: tuple[str, ...], seeds: int, steps: int,
+            start: float | None, end: float | None, as_json: bool, out: Path | None) -> None:
+    """Find the learning-rate range to search: an LR range test over a few seeds.
+
+    Example: hpo lr-find studies/quickstart.yaml --out lr.html
+    """
+    from hpo.spec import load_spec
+    from hpo.wisdom import lr_find as finder
+    from hpo.wisdom.setup import parse_overrides
+
+    spec = load_spec(spec_file)
+    found = finder.find_lr(spec, parse_overrides(params), seeds, steps, start, end)
+    if out is not None:
+        finder.write_plot(found, out)
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2))
+    else:
+        click.echo(finder.format_result(found))
+    if out is not None:
+        click.echo(f"Wrote {out}", err=True)
+
+
+@main.command()
+@spec_argument
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The next stage's study file to write.")
+@click.option("--name", help="The new study's name [default: NAME-stage2, -stage3, ...].")
+@click.option("--storage", help="Storage URL of the study (as given to `hpo run`).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def refine(spec_file: Path, out: Path, name: str | None, storage: str | None,
+           force: bool) -> None:
+    """Write the next, narrower stage of a finished search as a new study file.
+
+    Numeric ranges shrink to the top trials (widened past a flagged edge), categorical
+    choices to those the top trials chose, negligible entries (PED-ANOVA) are fixed at the
+    best value, and the best trial is enqueued to run first. Each change is commented.
+
+    Example: hpo refine studies/quickstart.yaml --out studies/quickstart-stage2.yaml
+    """
+    import os
+
+    import yaml
+
+    from hpo.spec import load_spec, parse_spec
+    from hpo.storage import STORAGE_ENV, load_existing_study
+    from hpo.wisdom import refine as refiner
+
+    spec = load_spec(spec_file)
+    if spec.stages is not None:
+        raise HpoError(f"{spec_file}: stages: a staged study refines itself from stage to "
+                       "stage; refine one stage's study with --storage URL and a plain file")
+    if out.exists() and not force:
+        raise HpoError(f"--out {out}: the file exists; choose another or add --force")
+    study = load_existing_study(spec, storage)
+    refinement = refiner.refine_space(spec, study)
+    new_name = name or refiner.next_name(spec.name)
+    if new_name == spec.name:
+        raise HpoError(f"--name {new_name!r}: the next stage needs its own study name")
+    storage_given = bool(storage or os.environ.get(STORAGE_ENV))
+    text = refiner.refined_file(spec, refinement, new_name, out, storage_given)
+    parse_spec(yaml.safe_load(text), out)  # the file must validate before it is written
+    out.write_text(text)
+    for comment in refinement.comments.values():
+        click.echo(f"  {comment}")
+    click.echo(f"Wrote {out} (study {new_name!r}); run it: hpo run {out}")

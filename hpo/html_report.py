@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from hpo.divergence import DIVERGED
 from hpo.report import format_counts, metric_name, ranked, short, summarize
+from hpo.wisdom.edges import Limits
 
 if TYPE_CHECKING:
     import optuna
@@ -92,9 +93,18 @@ def _table(study: optuna.Study, top: int) -> str:
     return f'<table id="best-trials"><tr>{head}</tr>{rows}</table>'
 
 
-def render(study: optuna.Study, top: int = 10) -> tuple[str, dict[str, go.Figure | None]]:
+def _edge_warnings(warnings: list[dict]) -> str:
+    if not warnings:
+        return '<p id="edge-warnings">No best value sits at the edge of its range.</p>'
+    items = "".join(f"<li><b>{html.escape(w['param'])}</b> ({w['edge']} edge): "
+                    f"{html.escape(w['suggestion'])}</li>" for w in warnings)
+    return f'<ul id="edge-warnings">{items}</ul>'
+
+
+def render(study: optuna.Study, top: int = 10, limits: Limits | None = None
+           ) -> tuple[str, dict[str, go.Figure | None]]:
     """The report page, plotly.js inlined, and the figures it shows."""
-    summary = summarize(study, top=top)
+    summary = summarize(study, top=top, limits=limits)
     drawn = figures(study)
     parts, inlined = [], False
     for figure_id, figure in drawn.items():
@@ -118,6 +128,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 {html.escape(format_counts(summary['counts']))}; {summary['diverged']} diverged</p>
 <h2>Counts by state</h2><ul id="counts">{counts}</ul>
 <h2>Best trials</h2>{_table(study, top)}
+<h2>Edge warnings</h2>{_edge_warnings(summary["edge_warnings"])}
 <h2>Figures</h2>
 {''.join(parts)}
 </body></html>
@@ -125,9 +136,10 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
     return page, drawn
 
 
-def write_report(study: optuna.Study, out: Path, png: bool = False) -> list[Path]:
+def write_report(study: optuna.Study, out: Path, png: bool = False,
+                 limits: Limits | None = None) -> list[Path]:
     """Write the HTML report (and, with `png`, each figure as an image); returns the files."""
-    page, drawn = render(study)
+    page, drawn = render(study, limits=limits)
     out.write_text(page)
     written = [out]
     if png:

@@ -114,10 +114,10 @@ def check_objective(spec: StudySpec) -> None:
     if not spec.objective.trainer:
         load_callable(spec)
     elif spec.objective.data.path:
-        _load_data(spec)
+        load_trainer_data(spec)
 
 
-def _load_data(spec: StudySpec) -> Any:
+def load_trainer_data(spec: StudySpec) -> Any:
     """The built-in trainer's data, read and checked, errors naming the study file."""
     from hpo.training.data import load_data
 
@@ -175,7 +175,7 @@ def _trainer_objective(spec: StudySpec) -> Objective:
 
     from hpo.training import loop
 
-    data = _load_data(spec)
+    data = load_trainer_data(spec)
     loop.warm_up()
 
     def objective(trial: optuna.Trial) -> float:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from hpo.divergence import DIVERGED
+from hpo.wisdom.edges import Limits, edge_warnings
 
 if TYPE_CHECKING:
     import optuna
@@ -40,8 +41,10 @@ def ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: (-t.value if maximize else t.value, t.number))
 
 
-def summarize(study: optuna.Study, top: int = 5) -> dict[str, Any]:
-    """The study in brief: counts, divergences, time spent, best and top trials."""
+def summarize(study: optuna.Study, top: int = 5, limits: Limits | None = None
+              ) -> dict[str, Any]:
+    """The study in brief: counts, divergences, time spent, best and top trials, and the
+    entries whose best sits at an edge of their range (`limits`: see `hpo.wisdom.edges`)."""
     trials = study.get_trials(deepcopy=False)
     best = ranked(study, trials)
     return {
@@ -56,6 +59,7 @@ def summarize(study: optuna.Study, top: int = 5) -> dict[str, Any]:
         "trial_seconds": round(sum(float(t.user_attrs.get("duration_s", 0)) for t in trials), 3),
         "best": _trial_brief(best[0]) if best else None,
         "top": [_trial_brief(t) for t in best[:top]],
+        "edge_warnings": [w.as_dict() for w in edge_warnings(study, limits)],
     }
 
 
@@ -79,6 +83,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     else:
         lines.append("No completed trial yet.")
+    lines += [f"Edge warning, {w['param']}: {w['suggestion']}"
+              for w in summary.get("edge_warnings", [])]
     return "\n".join(lines)
 
 
@@ -170,6 +176,7 @@ def study_note(summary: dict[str, Any], spec_data: dict[str, Any], spec_path: st
         f"**diverged**: {summary['diverged']}; "
         f"**time in trials**: {hours}h {rest // 60:02d}m {rest % 60:02d}s",
         "",
+        *_edge_section(summary.get("edge_warnings", [])),
         "## Reproduce",
         "",
         "```bash",
@@ -183,3 +190,11 @@ def study_note(summary: dict[str, Any], spec_data: dict[str, Any], spec_path: st
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _edge_section(warnings: list[dict[str, Any]]) -> list[str]:
+    if not warnings:
+        return []
+    lines = ["## Edge warnings", ""]
+    lines += [f"- **{w['param']}** ({w['edge']} edge): {w['suggestion']}" for w in warnings]
+    return [*lines, ""]

@@ -52,6 +52,7 @@ class RunOptions:
     worker_id: str = ""  # a label recorded on this worker's trials
     # Refresh the study's dashboard note at the end; `--workers` leaves it to the launcher.
     write_note: bool = True
+    stage: str | None = None  # of a staged study file, run only this stage
 
 
 @dataclass
@@ -157,8 +158,9 @@ class _Worker:
 
     def _summarize(self) -> dict[str, Any]:
         from hpo import report
+        from hpo.wisdom.edges import limits_for
 
-        return report.summarize(self.study)
+        return report.summarize(self.study, limits=limits_for(self.spec))
 
     def _loop(self, started: float) -> int:
         timeout = self.options.timeout or self.spec.timeout

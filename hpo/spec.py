@@ -57,6 +57,31 @@ class _Strict(BaseModel):
         return data
 
 
+class LimitsSpec(_Strict):
+    # Values an entry can never sensibly take beyond (dropout 0, a momentum below 1): edge
+    # warnings stay quiet at a limit and `hpo refine` never widens past one.
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsSpec:
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low must be less than high, got low={self.low}, high={self.high}")
+        return self
+
+
+def _check_limits(entry: FloatParam | IntParam) -> None:
+    limits = entry.limits
+    if limits is None:
+        return
+    if limits.low is not None and limits.low > entry.low:
+        raise ValueError(f"limits.low {limits.low} is above low {entry.low}; a limit bounds "
+                         "the range from outside (limits.low <= low)")
+    if limits.high is not None and limits.high < entry.high:
+        raise ValueError(f"limits.high {limits.high} is below high {entry.high}; a limit "
+                         "bounds the range from outside (limits.high >= high)")
+
+
 class _Conditional(_Strict):
     # `when: {optimizer: [sgd, momentum]}` suggests this entry only for those values.
     when: dict[str, list[Choice]] | None = None
@@ -75,10 +100,12 @@ class FloatParam(_Conditional):
     high: float
     log: bool = False
     step: float | None = Field(default=None, gt=0)
+    limits: LimitsSpec | None = None
 
     @model_validator(mode="after")
     def _check_range(self) -> FloatParam:
         _check_low_high(self.low, self.high, self.log)
+        _check_limits(self)
         if self.log and self.step is not None:
             raise ValueError("log and step cannot be used together; remove one of them")
         return self
@@ -94,10 +121,12 @@ class IntParam(_Conditional):
     high: int
     log: bool = False
     step: int = Field(default=1, ge=1)
+    limits: LimitsSpec | None = None
 
     @model_validator(mode="after")
     def _check_range(self) -> IntParam:
         _check_low_high(self.low, self.high, self.log)
+        _check_limits(self)
         if self.log and self.step != 1:
             raise ValueError("log and step cannot be used together; remove one of them")
         return self
@@ -344,6 +373,18 @@ TRAINER_PARAMS = tuple(
 )
 
 
+class StageSpec(_Strict):
+    # One stage of a staged study: its own Optuna study, `<study name>-<stage name>`.
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    n_trials: int = Field(ge=1)
+    # The search_space entries searched in this stage (default: all of them). An entry
+    # searched in the stage before is refined from that stage's top trials; one searched
+    # before but not now is fixed at the best value so far.
+    params: list[str] | None = None
+    fixed: dict[str, Choice] = {}  # entries held at a value in this stage
+    train: dict[str, Any] = {}  # the built-in trainer's train settings for this stage
+
+
 class StudySpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^\S(.*\S)?$")
     direction: Literal["minimize", "maximize"] = "minimize"
@@ -356,6 +397,10 @@ class StudySpec(_Strict):
     heartbeat: HeartbeatSpec | Literal[False] = HeartbeatSpec()
     objective: ObjectiveSpec
     search_space: dict[str, Param] = {}
+    # Parameters of trials to run first, before the sampler proposes any (`hpo refine`
+    # starts the next stage from the last one's best this way).
+    enqueue: list[dict[str, Choice]] = []
+    stages: list[StageSpec] | None = None
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -366,9 +411,12 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_whole_study(self) -> StudySpec:
-        if self.n_trials is None and self.timeout is None:
+        if self.stages is not None:
+            _check_stages(self)
+        elif self.n_trials is None and self.timeout is None:
             raise ValueError("n_trials: set n_trials (or a timeout) so the study can end")
         _check_conditions(self.search_space)
+        _check_enqueue(self.enqueue, self.search_space)
         if self.sampler.type == "grid":
             _check_grid(self.search_space)
         if self.objective.trainer:
@@ -382,8 +430,12 @@ class StudySpec(_Strict):
         Defaults are left out so that a field a later hpo adds, at its default, changes no
         study's identity (`hpo.study` versions what is stored, for defaults that change).
         """
-        return self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS), exclude_none=True,
-                               exclude_defaults=True)
+        identity = self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS),
+                                   exclude_none=True, exclude_defaults=True)
+        # Limits change no trial, only what hpo advises: adding one must not refuse a resume.
+        for entry in identity.get("search_space", {}).values():
+            entry.pop("limits", None)
+        return identity
 
     def normalized(self) -> dict[str, Any]:
         """The whole spec with every default filled in, as plain data."""
@@ -414,6 +466,91 @@ def _check_conditions(space: dict[str, Any]) -> None:
                     )
     for name in names:
         _check_no_cycle(space, name, [])
+
+
+def fits(entry: Any, value: Any) -> bool:
+    """Whether a search-space entry can take `value`."""
+    if isinstance(entry, CategoricalParam):
+        return value in entry.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return entry.low <= value <= entry.high
+
+
+def _check_enqueue(enqueue: list[dict[str, Any]], space: dict[str, Any]) -> None:
+    for i, params in enumerate(enqueue):
+        for name, value in params.items():
+            entry = space.get(name)
+            if entry is not None and not fits(entry, value):
+                allowed = (entry.choices if isinstance(entry, CategoricalParam)
+                           else f"{entry.low} .. {entry.high}")
+                raise ValueError(f"enqueue.{i}.{name}: {value!r} is outside the entry's "
+                                 f"range ({allowed}); enqueue a value it can take")
+
+
+# The fewest trials a stage that the next one is refined from may have (hpo.wisdom.refine).
+MIN_TRIALS_TO_REFINE = 5
+
+
+def _check_stages(spec: StudySpec) -> None:
+    stages = spec.stages
+    if not stages:
+        raise ValueError("stages: list at least one stage, e.g. - {name: lr, n_trials: 10, "
+                         "params: [lr]}")
+    if spec.n_trials is not None:
+        raise ValueError("n_trials: a staged study sets n_trials in each stage; remove the "
+                         "top-level n_trials")
+    if spec.sampler.type == "grid":
+        raise ValueError("stages: the grid sampler cannot be staged (refined ranges are "
+                         "continuous); use sampler type tpe or random")
+    names = [stage.name for stage in stages]
+    valued: set[str] = set()  # entries with a value from this stage or an earlier one
+    for i, stage in enumerate(stages):
+        where = f"stages.{i}"
+        if stage.name in names[:i]:
+            raise ValueError(f"{where}.name: {stage.name!r} names two stages; give each its own")
+        params = list(spec.search_space) if stage.params is None else stage.params
+        for key, listed in (("params", params), ("fixed", list(stage.fixed))):
+            for name in listed:
+                if name not in spec.search_space:
+                    hint = closest(name, list(spec.search_space))
+                    suffix = f"; did you mean {hint!r}?" if hint else ""
+                    raise ValueError(f"{where}.{key}: {name!r} is not in search_space{suffix}")
+        both = set(params) & set(stage.fixed)
+        if both:
+            raise ValueError(f"{where}: {sorted(both)[0]!r} is both searched (params) and "
+                             "fixed; keep one")
+        if i < len(stages) - 1 and stage.n_trials < MIN_TRIALS_TO_REFINE:
+            raise ValueError(f"{where}.n_trials: the next stage is refined from this one's top "
+                             f"trials, which needs at least {MIN_TRIALS_TO_REFINE}; got "
+                             f"{stage.n_trials}")
+        valued |= set(params) | set(stage.fixed)
+        for name in params:
+            for parent in spec.search_space[name].when or {}:
+                if parent not in valued:
+                    raise ValueError(f"{where}.params: {name!r} depends on {parent!r} (when:), "
+                                     f"which has no value in this stage; search or fix "
+                                     f"{parent!r} too")
+        if spec.objective.callable:
+            missing = [n for n in spec.search_space if n not in valued]
+            if missing:
+                raise ValueError(f"{where}: {missing[0]!r} has no value in this stage: a "
+                                 "callable objective reads every entry, so add it to params "
+                                 "or to fixed")
+            if stage.train:
+                raise ValueError(f"{where}.train: train settings are the built-in trainer's; "
+                                 "this objective is a callable (use fixed: for its entries)")
+        elif stage.train:
+            try:
+                TrainSpec.model_validate({**spec.objective.train.model_dump(), **stage.train})
+            except ValidationError as e:
+                error = e.errors()[0]
+                field = ".".join(str(p) for p in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                if error["type"] not in ("value_error", "missing") and field:
+                    message += f" (got {error.get('input')!r})"
+                raise ValueError(f"{where}.train{'.' + field if field else ''}: {message}"
+                                 ) from None
 
 
 def _check_no_cycle(space: dict[str, Any], name: str, path: list[str]) -> None:

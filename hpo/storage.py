@@ -32,8 +32,20 @@ def default_sqlite_url(spec: StudySpec) -> str:
 
 
 def resolve_storage_url(spec: StudySpec, cli_url: str | None = None) -> str:
-    """`--storage`, then $HPO_STORAGE, then the file's `storage:`, else SQLite beside the file."""
-    return cli_url or os.environ.get(STORAGE_ENV) or spec.storage or default_sqlite_url(spec)
+    """`--storage`, then $HPO_STORAGE, then the file's `storage:`, else SQLite beside the file.
+
+    A relative SQLite path in the file's `storage:` is relative to the study file, like every
+    other path in it (so `hpo refine` can point the next stage's file at the same database).
+    """
+    url = cli_url or os.environ.get(STORAGE_ENV)
+    if url:
+        return url
+    if spec.storage:
+        path = _sqlite_path(spec.storage)
+        if path is not None and not path.is_absolute():
+            return f"sqlite:///{spec.source.parent / path}"
+        return spec.storage
+    return default_sqlite_url(spec)
 
 
 def mask_url(url: str) -> str:

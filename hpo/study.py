@@ -87,6 +87,8 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
             )
         study.set_user_attr(SPEC_ATTR, current)
         study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
+        for params in spec.enqueue:  # run first: claimed before the sampler proposes any
+            study.enqueue_trial(params, user_attrs={"enqueued_by": "study file"})
         with warnings.catch_warnings():  # "experimental" in Optuna: hpo's choice, not news
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([spec.metric])  # the dashboard shows it, not "Objective 0"

@@ -48,6 +48,8 @@ def worker_command(spec: StudySpec, options: RunOptions, index: int, debug: bool
         command += ["--n-trials", str(options.n_trials)]
     if options.timeout:
         command += ["--timeout", str(options.timeout)]
+    if options.stage:
+        command += ["--stage", options.stage]
     return command
 
 
@@ -128,8 +130,9 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
                        f"their errors are above; the study in {mask_url(url)} keeps every "
                        "finished trial")
     from hpo import report
+    from hpo.wisdom.edges import limits_for
 
-    summary = report.summarize(study)
+    summary = report.summarize(study, limits=limits_for(spec))
     write_study_note(study, spec, url, summary)
     return RunResult(study=study, storage_url=mask_url(url),
                      trials_run=budget.finished_count(counts) - finished_before,

@@ -1,4 +1,5 @@
-"""Make the README's screenshots: the dashboard and the report on the quickstart study.
+"""Make the README's screenshots: the dashboard and the report on the quickstart study, and
+an LR range test's plot.
 
 Runs the quickstart in a temporary folder, serves `hpo dashboard` on a free loopback port,
 and lets headless Chromium take the pictures (`apt-get install -y chromium`).
@@ -84,7 +85,14 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"Wrote {args.out / 'dashboard.png'} and {args.out / 'report.png'}")
+        # The LR range test of the README's walk-through.
+        plot = work / "lr.html"
+        subprocess.run([*hpo, "lr-find", str(ROOT / "studies" / "digits-lr.yaml"), "--out",
+                        str(plot)], check=True, capture_output=True)
+        screenshot(plot.as_uri(), args.out / "lr-find.png", work / "profile-lr",
+                   size="1000,520")
+    print(f"Wrote {args.out / 'dashboard.png'}, {args.out / 'report.png'} and "
+          f"{args.out / 'lr-find.png'}")
 
 
 if __name__ == "__main__":

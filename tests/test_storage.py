@@ -36,7 +36,8 @@ def test_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("HPO_STORAGE", "sqlite:///from-env.db")
     assert resolve_storage_url(spec) == "sqlite:///from-env.db"
     monkeypatch.delenv("HPO_STORAGE")
-    assert resolve_storage_url(spec) == "sqlite:///from-file.db"
+    # A relative SQLite path in the file is relative to the file, like its other paths.
+    assert resolve_storage_url(spec) == f"sqlite:///{tmp_path}/from-file.db"
     spec = load_spec(write_study(tmp_path / "other", STUDY))
     assert resolve_storage_url(spec) == f"sqlite:///{tmp_path}/other/quad.db"
 

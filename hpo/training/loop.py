@@ -138,6 +138,18 @@ def _better(metric: str, value: float, best: float | None) -> bool:
     return value > best if metric == "val_accuracy" else value < best
 
 
+def build(config: TrainConfig, data: Dataset, device: torch.device
+          ) -> tuple[MLP, torch.optim.Optimizer]:
+    """The initialized model on `device` and its optimizer, as `config` describes them."""
+    model = MLP(data.n_features, config.hidden, data.n_classes, config.activation,
+                config.batch_norm, config.dropout)
+    initialize(model, config.initializer)
+    model.to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum,
+                               config.weight_decay)
+    return model, optimizer
+
+
 def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) -> TrainResult:
     """Train an MLP on `data`; the objective value is the best epoch's `config.metric`."""
     started = time.perf_counter()
@@ -146,12 +158,7 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    model = MLP(data.n_features, config.hidden, data.n_classes, config.activation,
-                config.batch_norm, config.dropout)
-    initialize(model, config.initializer)
-    model.to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum,
-                               config.weight_decay)
+    model, optimizer = build(config, data, device)
     scheduler = _scheduler(config, optimizer)
 
     x_train = torch.from_numpy(data.x_train).to(device)

@@ -1,0 +1,186 @@
+"""`hpo lr-find`: the learning-rate range test, read as a range to search, over several seeds.
+
+Each seed trains a fresh model while the learning rate rises exponentially, one step each,
+and stops once the smoothed loss passes the study's divergence factor times its best. The
+curve is read against log(lr), where learning rates live (slopes against a linear lr favour
+the top of the ramp): the steepest fall of the loss is the suggestion, a decade below it
+the range's low, and the lr of the lowest loss, past which the loss turns up, its high.
+The seeds' spread says how far to trust one run's pick.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import HpoError
+from hpo.spec import FloatParam
+from hpo.wisdom.setup import describe, trainer_setup
+
+if TYPE_CHECKING:
+    from hpo.spec import StudySpec
+    from hpo.training.probes import LrCurve
+
+STEPS = 100
+SEEDS = 3
+# The ramp starts a decade below the study's lr range (or at DEFAULT_START without one) and
+# ends a decade above it, at DEFAULT_END at least: most setups diverge between 1 and 10.
+DEFAULT_START, DEFAULT_END = 1e-7, 10.0
+# The loss's moving average on the ramp. The divergence rule's 0.98 averages over ~50 steps,
+# which on a 100-step ramp lags three decades of lr behind; 0.9 lags under one.
+CURVE_SMOOTHING = 0.9
+
+
+@dataclass
+class SeedPick:
+    seed: int
+    steepest: float  # lr of the steepest fall of the smoothed loss against log(lr)
+    minimum: float  # lr of the lowest smoothed loss
+    diverged_at: float | None
+
+
+@dataclass
+class LrFind:
+    low: float
+    high: float
+    suggested: float
+    diverged_at: float | None  # the lowest lr at which a seed diverged
+    seeds: list[SeedPick]
+    curves: list[LrCurve] = field(repr=False)
+    setup: str  # the fixed settings the ramp trained with
+    start: float
+    end: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "low": _sig(self.low), "high": _sig(self.high), "suggested": _sig(self.suggested),
+            "diverged_at": _sig(self.diverged_at) if self.diverged_at else None,
+            "seeds": [{"seed": s.seed, "steepest": _sig(s.steepest), "minimum": _sig(s.minimum),
+                       "diverged_at": _sig(s.diverged_at) if s.diverged_at else None}
+                      for s in self.seeds],
+        }
+
+    def search_space_line(self) -> str:
+        """The entry to paste under `search_space:`."""
+        low, high = _sig(self.low), _sig(self.high)
+        return f"lr: {{type: float, low: {low:g}, high: {high:g}, log: true}}"
+
+
+def _sig(value: float) -> float:
+    return float(f"{value:.2g}")
+
+
+def ramp_range(spec: StudySpec) -> tuple[float, float]:
+    """A decade past the study's lr range on each side (to 10 at least), or 1e-7 .. 10."""
+    entry = spec.search_space.get("lr")
+    if isinstance(entry, FloatParam) and entry.low > 0:
+        return entry.low / 10, max(entry.high * 10, DEFAULT_END)
+    return DEFAULT_START, DEFAULT_END
+
+
+def pick(curve: LrCurve, seed: int) -> SeedPick:
+    """The steepest fall and the lowest point of one curve, on a log(lr) axis."""
+    if len(curve.lrs) < 5:
+        raise HpoError(f"the loss diverged within {len(curve.lrs)} steps of the ramp (seed "
+                       f"{seed}, lr {curve.lrs[-1] if curve.lrs else 0:g}); lower the start "
+                       "(--start) or check the setup with `hpo check`")
+    smoothed = curve.smoothed
+    logs = [math.log10(lr) for lr in curve.lrs]
+    lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+    # Slopes by central differences against log10(lr), up to the lowest point.
+    slopes = [(smoothed[i + 1] - smoothed[i - 1]) / (logs[i + 1] - logs[i - 1])
+              for i in range(1, max(lowest, 2))]
+    steepest = 1 + min(range(len(slopes)), key=slopes.__getitem__) if slopes else 0
+    return SeedPick(seed, curve.lrs[steepest], curve.lrs[lowest], curve.diverged_at)
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def find_lr(spec: StudySpec, overrides: dict[str, Any], seeds: int = SEEDS, steps: int = STEPS,
+            start: float | None = None, end: float | None = None) -> LrFind:
+    """The range test over `seeds` seeds (the file's train.seed onward) and the range it reads."""
+    from hpo.training.probes import lr_curve
+
+    setup = trainer_setup(spec, overrides, "lr-find")
+    default_start, default_end = ramp_range(spec)
+    start, end = start or default_start, end or default_end
+    if not start < end:
+        raise HpoError(f"--start {start:g} must be below --end {end:g}")
+    divergence = spec.pruner.divergence
+    factor = divergence.factor if divergence else 3.0
+    curves, picks = [], []
+    for offset in range(seeds):
+        seed = setup.config.seed + offset
+        curve = lr_curve(replace(setup.config, seed=seed), setup.data, start, end, steps, factor,
+                         CURVE_SMOOTHING)
+        curves.append(curve)
+        picks.append(pick(curve, seed))
+    suggested = _geometric_mean([p.steepest for p in picks])
+    high = statistics.median(p.minimum for p in picks)
+    diverged = [p.diverged_at for p in picks if p.diverged_at]
+    diverged_at = min(diverged) if diverged else None
+    if diverged_at is not None:
+        high = min(high, diverged_at / 2)
+    if suggested >= high:  # a curve whose steepest fall is its lowest point: stay below it
+        suggested = high / 3
+    return LrFind(low=suggested / 10, high=high, suggested=suggested, diverged_at=diverged_at,
+                  seeds=picks, curves=curves, setup=describe(setup.config), start=start, end=end)
+
+
+def format_result(found: LrFind) -> str:
+    seeds = ", ".join(f"{p.steepest:.2g}" for p in found.seeds)
+    spread = max(p.steepest for p in found.seeds) / min(p.steepest for p in found.seeds)
+    diverged = (f"diverged from lr {found.diverged_at:.2g}" if found.diverged_at
+                else f"did not diverge up to lr {found.end:g} (the loss may still fall "
+                     "beyond: try a larger --end)")
+    return "\n".join([
+        f"LR range test, {len(found.seeds)} seeds, lr {found.start:g} .. {found.end:g} with "
+        f"{found.setup}:",
+        f"  steepest fall of the loss at lr {seeds} (spread x{spread:.1f}); lowest loss at lr "
+        + ", ".join(f"{p.minimum:.2g}" for p in found.seeds) + f"; {diverged}",
+        f"  suggested lr {found.suggested:.2g}; search {found.low:.2g} .. {found.high:.2g}",
+        "Paste under search_space:",
+        f"  {found.search_space_line()}",
+    ])
+
+
+def write_plot(found: LrFind, out: Path) -> None:
+    """The smoothed loss against lr (log axis), each seed, the suggested range shaded."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for curve, seed_pick in zip(found.curves, found.seeds, strict=True):
+        figure.add_trace(go.Scatter(x=curve.lrs, y=curve.smoothed, mode="lines",
+                                    name=f"seed {seed_pick.seed}"))
+    # Marks are legend entries, not annotations: plotly misplaces annotations on a log axis.
+    losses = [loss for curve in found.curves for loss in curve.smoothed]
+    bottom, top = min(losses), max(losses)
+    figure.add_trace(go.Scatter(
+        x=[found.low, found.low, found.high, found.high, found.low],
+        y=[bottom, top, top, bottom, bottom], fill="toself", fillcolor="rgba(0,128,0,0.12)",
+        line={"width": 0}, mode="lines",
+        name=f"search {found.low:.2g} .. {found.high:.2g}"))
+    marks = [(found.suggested, f"suggested {found.suggested:.2g}", "green", "dash")]
+    if found.diverged_at:
+        marks.append((found.diverged_at, f"diverged at {found.diverged_at:.2g}", "red", "dot"))
+    for x, name, color, dash in marks:
+        figure.add_trace(go.Scatter(x=[x, x], y=[bottom, top], mode="lines", name=name,
+                                    line={"color": color, "dash": dash}))
+    figure.update_layout(title=f"LR range test<br><sup>{found.setup}</sup>",
+                         xaxis_title="learning rate", yaxis_title="training loss (smoothed)",
+                         xaxis_type="log")
+    if out.suffix.lower() == ".png":
+        try:
+            figure.write_image(out)
+        except Exception as e:  # plotly needs kaleido and a browser to render images
+            raise HpoError(f"cannot write {out} ({str(e).splitlines()[0]}); install kaleido "
+                           "(pip install kaleido) or write an .html plot") from None
+    elif out.suffix.lower() in (".html", ".htm"):
+        figure.write_html(out, include_plotlyjs=True)
+    else:
+        raise HpoError(f"--out {out}: write a .html or .png file")

@@ -1,0 +1,274 @@
+"""Coarse to fine: the next stage's search space, read from the top trials of a finished one.
+
+Numeric ranges shrink to the top trials' 10%-90% quantiles plus a margin (in log space for
+`log: true`), always keeping the best value, and grow past an edge that an edge warning
+flagged (never past a limit, and not at a stability wall). Categorical entries keep only the
+choices seen among the top trials. Entries of negligible importance (Optuna's PED-ANOVA
+evaluator) are fixed at the best trial's value, as a single-choice entry so that
+`trial.params` still holds them. Every change carries the reason, for a YAML comment.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.trial import TrialState
+
+from hpo.errors import HpoError
+from hpo.spec import MIN_TRIALS_TO_REFINE, CategoricalParam, FloatParam, IntParam
+from hpo.wisdom.edges import edge_warnings, limits_for
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.spec import Param, StudySpec
+
+MIN_COMPLETE = MIN_TRIALS_TO_REFINE  # fewer completed trials say too little to narrow anything
+TOP_FRACTION = 0.2  # the top trials: the best fifth, at least TOP_MIN of them
+TOP_MIN = 5
+QUANTILES = (0.1, 0.9)
+MARGIN = 0.25  # of the quantile range, added on each side ...
+MIN_MARGIN = 0.05  # ... and at least this fraction of the old range
+NEGLIGIBLE = 0.08  # a normalized PED-ANOVA importance below this fixes the entry
+MIN_FOR_IMPORTANCE = 10  # completed trials PED-ANOVA needs to say anything
+
+
+@dataclass
+class Refinement:
+    space: dict[str, dict[str, Any]]  # the new search_space, as study-file data
+    comments: dict[str, str]  # why each entry changed (or did not)
+    enqueue: dict[str, Any]  # the best trial's parameters, to start the next study from
+    source: str  # a line naming the study and trials it was read from
+    fixed: list[str] = field(default_factory=list)
+
+
+def entry_data(entry: Param) -> dict[str, Any]:
+    """A search-space entry as study-file data, defaults left out."""
+    return entry.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+
+
+def _sig_down(value: float, digits: int = 3) -> float:
+    if value == 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(abs(value))) - digits + 1)
+    return float(f"{math.floor(value / scale) * scale:.12g}")
+
+
+def _sig_up(value: float, digits: int = 3) -> float:
+    return -_sig_down(-value, digits)
+
+
+def _clean(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Normalized PED-ANOVA importances; empty when there are too few trials to say."""
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(complete) < MIN_FOR_IMPORTANCE:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}
+
+
+def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best: float,
+             limits: tuple[float | None, float | None], edge: Any) -> tuple[dict, str]:
+    log = entry.log
+    t = math.log if log else float
+    back = math.exp if log else float
+    points = np.array([t(v) for v in values])
+    low_q, high_q = (float(np.quantile(points, q)) for q in QUANTILES)
+    low_q, high_q = min(low_q, t(best)), max(high_q, t(best))
+    old_low, old_high = t(entry.low), t(entry.high)
+    margin = max(MARGIN * (high_q - low_q), MIN_MARGIN * (old_high - old_low))
+    low, high = back(max(low_q - margin, old_low)), back(min(high_q + margin, old_high))
+    why = [f"the top {len(values)} trials' {QUANTILES[0]:.0%}-{QUANTILES[1]:.0%} quantiles"
+           + (" in log space" if log else "") + f" plus a {MARGIN:.0%} margin"]
+    if edge is not None and edge.widened_to is not None:
+        if edge.edge == "high":
+            high = edge.widened_to
+        else:
+            low = edge.widened_to
+        why.append(f"widened {edge.edge} to {edge.widened_to:g}: the best ({best:.4g}) sat at "
+                   f"that edge (edge warning)")
+    elif edge is not None:
+        why.append(f"kept {edge.edge} at a stability wall")
+    low_limit, high_limit = limits
+    low = max(low, low_limit) if low_limit is not None else low
+    high = min(high, high_limit) if high_limit is not None else high
+    data = entry_data(entry)
+    data.pop("when", None)
+    if isinstance(entry, IntParam) or entry.step is not None:
+        step = entry.step
+        origin = entry.low
+        low = origin + math.floor((low - origin) / step + 1e-9) * step
+        high = origin + math.ceil((high - origin) / step - 1e-9) * step
+        if isinstance(entry, IntParam):
+            low, high = int(low), int(high)
+        else:
+            low, high = _clean(low), _clean(high)
+        if low >= high:  # the top trials agree on one value: keep a step either side
+            if high + step <= entry.high:
+                high = high + step
+            else:
+                low = low - step
+    else:
+        low, high = min(_sig_down(low), best), max(_sig_up(high), best)
+        if log and low <= 0:
+            low = entry.low
+    data.update(low=low, high=high)
+    text = f"{name}: {entry.low:g} .. {entry.high:g} -> {low:g} .. {high:g}: " + "; ".join(why)
+    return data, text
+
+
+def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
+    """The refined search space for the study's next stage, with a reason for each entry."""
+    from hpo.report import ranked
+
+    trials = study.get_trials(deepcopy=False)
+    complete = ranked(study, trials)
+    if len(complete) < MIN_COMPLETE:
+        raise HpoError(f"study {study.study_name!r} has {len(complete)} completed trials; "
+                       f"refining needs at least {MIN_COMPLETE} (run more trials first)")
+    top = complete[:min(len(complete), max(TOP_MIN, math.ceil(TOP_FRACTION * len(complete))))]
+    best = top[0]
+    limits = limits_for(spec, study)
+    edges = {w.param: w for w in edge_warnings(study, limits)}
+    importance = importances(study)
+    space: dict[str, dict[str, Any]] = {}
+    comments: dict[str, str] = {}
+    fixed = []
+    for name, entry in spec.search_space.items():
+        values = [t.params[name] for t in top if name in t.params]
+        if not values or name not in best.params:
+            space[name] = entry_data(entry)
+            comments[name] = f"{name}: unchanged (the best trial did not use it)"
+            continue
+        weight = importance.get(name)
+        single = isinstance(entry, CategoricalParam) and len(entry.choices) == 1
+        if weight is not None and weight < NEGLIGIBLE and not single:
+            space[name] = {"type": "categorical", "choices": [best.params[name]]}
+            comments[name] = (f"{name}: fixed at the best trial's {best.params[name]!r}: "
+                              f"PED-ANOVA importance {weight:.3f} < {NEGLIGIBLE}")
+            fixed.append(name)
+        elif isinstance(entry, CategoricalParam):
+            kept = [c for c in entry.choices if c in values]
+            space[name] = {**entry_data(entry), "choices": kept}
+            space[name].pop("when", None)
+            dropped = [c for c in entry.choices if c not in kept]
+            comments[name] = (f"{name}: cut to the choices of the top {len(top)} trials "
+                              f"(dropped {', '.join(map(str, dropped))})" if dropped else
+                              f"{name}: every choice appears among the top {len(top)} trials")
+        else:
+            space[name], comments[name] = _numeric(
+                name, entry, values, best.params[name], limits.get(name, (None, None)),
+                edges.get(name))
+        if entry.when:
+            space[name]["when"] = {k: list(v) for k, v in entry.when.items()}
+    prune_conditions(space, comments)
+    if importance:
+        shown = ", ".join(f"{n} {v:.2f}" for n, v in importance.items())
+        source_importance = f"; PED-ANOVA importances: {shown}"
+    else:
+        source_importance = (f"; too few completed trials for importances (< "
+                             f"{MIN_FOR_IMPORTANCE}), nothing fixed")
+    source = (f"refined from study {study.study_name!r}: {len(complete)} completed trials, "
+              f"best {best.value:.6g} (trial {best.number}), top {len(top)} read"
+              + source_importance)
+    enqueue = {k: v for k, v in best.params.items() if k in space}
+    return Refinement(space, comments, enqueue, source, fixed)
+
+
+def prune_conditions(space: dict[str, dict[str, Any]], comments: dict[str, str]) -> None:
+    """Cut `when:` lists to the parent's remaining choices; drop entries left with none.
+
+    A condition on a parent that is no longer searched is dropped (the parent's fixed value
+    decides, and the entry is suggested always)."""
+    changed = True
+    while changed:
+        changed = False
+        for name in list(space):
+            when = space[name].get("when")
+            if not when:
+                continue
+            for parent in [p for p in when if p not in space]:
+                del when[parent]
+            if not when:
+                del space[name]["when"]
+            for parent, allowed in list(when.items()):
+                choices = space[parent].get("choices", [])
+                kept = [v for v in allowed if v in choices]
+                if not kept:
+                    del space[name]
+                    comments[name] = (f"{name}: dropped: it applies only when {parent} is "
+                                      f"{allowed}, and no top trial chose that")
+                    changed = True
+                    break
+                when[parent] = kept
+
+
+def next_name(name: str) -> str:
+    """`study` -> `study-stage2`; `study-stage2` -> `study-stage3`."""
+    found = re.fullmatch(r"(.*)-stage(\d+)", name)
+    if found:
+        return f"{found.group(1)}-stage{int(found.group(2)) + 1}"
+    return f"{name}-stage2"
+
+
+def refined_file(spec: StudySpec, refinement: Refinement, name: str, out: Path,
+                 storage_given: bool) -> str:
+    """The next stage's study file: the old file's fields, a new name, the refined space,
+    the best trial enqueued, the same storage, and a comment on every change."""
+    import os
+
+    import yaml
+
+    from hpo.storage import _sqlite_path, resolve_storage_url
+
+    data = yaml.safe_load(spec.source.read_text())
+    data["name"] = name
+    header = [f"# Written by `hpo refine {spec.source.name}`: {refinement.source}.",
+              "# Each stage is its own Optuna study (changing ranges inside one study would "
+              "break its plots);", "# its first trial re-runs the best of the last one."]
+    if storage_given:
+        data.pop("storage", None)
+        header.append("# Storage: run it with the same --storage or HPO_STORAGE as the last one.")
+    else:
+        url = resolve_storage_url(spec)
+        path = _sqlite_path(url)
+        if path is not None:  # beside or below the new file: relative to it, as hpo reads it
+            relative = os.path.relpath(path, out.absolute().parent)
+            url = f"sqlite:///{path if relative.startswith('..') else relative}"
+        data["storage"] = url
+    data["enqueue"] = [refinement.enqueue]
+    lines = list(header)
+    for key, value in data.items():
+        if key == "search_space":
+            lines.append("search_space:")
+            for entry_name, entry in refinement.space.items():
+                lines.append(f"  # {refinement.comments.get(entry_name, entry_name)}")
+                flow = yaml.safe_dump(entry, default_flow_style=True, sort_keys=False,
+                                      width=10_000).strip()
+                lines.append(f"  {entry_name}: {flow}")
+            dropped = [n for n in refinement.comments if n not in refinement.space]
+            lines += [f"  # {refinement.comments[n]}" for n in dropped]
+        elif key == "enqueue":
+            lines.append("# The best trial of the last stage, run first:")
+            lines.append(yaml.safe_dump({key: value}, sort_keys=False,
+                                        default_flow_style=False).rstrip())
+        else:
+            lines.append(yaml.safe_dump({key: value}, sort_keys=False,
+                                        default_flow_style=False, width=10_000).rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,241 @@
+"""Staged studies: `stages:` runs coarse to fine in one `hpo run`, one Optuna study a stage.
+
+Stage k's study is `<name>-<stage name>` in the same storage. Its search space is derived
+from the study file and, past the first stage, from the stage before, as `hpo refine` does:
+entries searched there are refined from its top trials, entries searched before but not now
+are fixed at the best value so far, and its best trial is enqueued as the new study's first.
+A stage starts once the one before has all its trials; every worker derives the same next
+stage from the same finished trials, and a worker that finds a stage's study already
+created takes its stored search space, so workers always agree. Each stage resumes and
+shares its budget among workers like any study.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from hpo.errors import HpoError, SpecError
+from hpo.spec import CategoricalParam, StudySpec, fits
+from hpo.wisdom.refine import (
+    MIN_COMPLETE,
+    Refinement,
+    entry_data,
+    prune_conditions,
+    refine_space,
+)
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+
+    from hpo.runner import RunOptions, RunResult
+    from hpo.spec import StageSpec
+
+
+logger = logging.getLogger("hpo")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    spec: StudySpec
+    result: RunResult
+
+
+def study_name(spec: StudySpec, stage: StageSpec) -> str:
+    return f"{spec.name}-{stage.name}"
+
+
+def _single(value: Any) -> dict[str, Any]:
+    return {"type": "categorical", "choices": [value]}
+
+
+def _is_searched(entry: Any) -> bool:
+    return not (isinstance(entry, CategoricalParam) and len(entry.choices) == 1)
+
+
+def derived_space(spec: StudySpec, index: int, previous: StudySpec | None,
+                  previous_study: optuna.Study | None) -> tuple[dict, dict[str, Any]]:
+    """Stage `index`'s search space and the parameters to start it from."""
+    stage = spec.stages[index]
+    params = list(spec.search_space) if stage.params is None else stage.params
+    refinement = _refinement(previous, previous_study) if previous is not None else None
+    best = refinement.enqueue if refinement is not None else {}
+    space: dict[str, dict[str, Any]] = {}
+    for name, entry in spec.search_space.items():
+        before = previous.search_space.get(name) if previous is not None else None
+        if name in stage.fixed:
+            space[name] = _single(stage.fixed[name])
+        elif name in params:
+            refined = refinement.space.get(name) if refinement is not None else None
+            searched_before = before is not None and _is_searched(before)
+            space[name] = refined if searched_before and refined else entry_data(entry)
+        elif name in best:
+            space[name] = _single(best[name])  # searched before: held at the best so far
+        elif before is not None:
+            space[name] = entry_data(before)  # fixed before: stays fixed
+        if name in space and entry.when and "when" not in space[name]:
+            space[name]["when"] = {k: list(v) for k, v in entry.when.items()}
+    prune_conditions(space, {})
+    enqueue = dict(best) if refinement is not None else {}
+    return space, enqueue
+
+
+def _refinement(previous: StudySpec, study: optuna.Study) -> Refinement:
+    """The stage before, refined; carried over as it was when it has too few completed
+    trials to read (its trials were pruned or failed), starting from its best if any."""
+    from hpo.report import ranked
+
+    complete = ranked(study, study.get_trials(deepcopy=False))
+    if len(complete) >= MIN_COMPLETE:
+        return refine_space(previous, study)
+    logger.warning("stage study %s has %d completed trials (< %d): its search space is "
+                   "carried over unrefined", study.study_name, len(complete), MIN_COMPLETE)
+    space = {name: entry_data(entry) for name, entry in previous.search_space.items()}
+    best = dict(complete[0].params) if complete else {}
+    return Refinement(space, {}, best, f"carried over from {study.study_name}")
+
+
+def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
+               enqueue: dict[str, Any]) -> StudySpec:
+    """The plain study spec of one stage: the file's, with the stage's name, space, budget."""
+    stage = spec.stages[index]
+    data = spec.model_dump(mode="json", exclude_none=True,
+                           exclude={"stages", "n_trials", "enqueue", "search_space"})
+    data.update(name=study_name(spec, stage), n_trials=stage.n_trials, search_space=space)
+    data["objective"]["train"] = {**data["objective"]["train"], **stage.train}
+    where = f"{spec.source}: stages.{index} ({stage.name})"
+    try:
+        derived = StudySpec.model_validate(data)
+        # Only what the new space can take: an entry searched anew is left to the sampler.
+        start = {k: v for k, v in enqueue.items()
+                 if k in derived.search_space and fits(derived.search_space[k], v)}
+        queued = ([start] if start else []) if index else list(spec.enqueue)
+        derived = StudySpec.model_validate({**data, "enqueue": queued})
+    except ValidationError as e:
+        error = e.errors()[0]
+        raise SpecError(f"{where}: {'.'.join(map(str, error['loc']))}: "
+                        f"{error['msg'].removeprefix('Value error, ')}") from None
+    derived._source = spec.source
+    return derived
+
+
+def _stored_identity(storage: BaseStorage, name: str) -> dict[str, Any] | None:
+    import optuna
+
+    from hpo.study import SPEC_ATTR
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    return study.user_attrs.get(SPEC_ATTR)
+
+
+def _with_limits(spec: StudySpec, space: dict[str, Any]) -> dict[str, Any]:
+    """A stored space with the file's limits put back (they are not part of an identity)."""
+    for name, entry in space.items():
+        limits = getattr(spec.search_space.get(name), "limits", None)
+        if limits is not None and entry.get("type") in ("float", "int"):
+            entry["limits"] = limits.model_dump(exclude_none=True)
+    return space
+
+
+def finished(study: optuna.Study) -> int:
+    from hpo import budget
+
+    return budget.finished_count(budget.count_by_state(study))
+
+
+def stage_specs(spec: StudySpec, storage: BaseStorage, upto: int) -> list[StudySpec]:
+    """The specs of stages 0..upto; each past the first needs the one before finished."""
+    import optuna
+
+    specs: list[StudySpec] = []
+    previous_study = None
+    for index in range(upto + 1):
+        stage = spec.stages[index]
+        stored = _stored_identity(storage, study_name(spec, stage))
+        if stored is not None:  # another worker derived it first: take its space as stored
+            space = _with_limits(spec, dict(stored.get("search_space", {})))
+            enqueue = (stored.get("enqueue") or [{}])[0]
+        elif index == 0:
+            space, enqueue = derived_space(spec, 0, None, None)
+        else:
+            space, enqueue = derived_space(spec, index, specs[-1], previous_study)
+        specs.append(stage_spec(spec, index, space, enqueue))
+        if index < upto:
+            previous_study = optuna.load_study(study_name=specs[-1].name, storage=storage)
+            done, needed = finished(previous_study), spec.stages[index].n_trials
+            if done < needed:
+                raise HpoError(f"stage {stage.name!r} has {done} of its {needed} finished "
+                               "trials; the next stage starts from it once it has all")
+    return specs
+
+
+def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
+               debug: bool = False) -> list[StageResult]:
+    """Run the stages in order (or only `options.stage`), each to its budget."""
+    from hpo import runner
+    from hpo.storage import dispose, open_storage, resolve_storage_url
+
+    if options.n_trials is not None:
+        raise HpoError("--n-trials: a staged study sets n_trials in each stage of the file")
+    # Every stage lives where the file's study would: stage names never pick a database.
+    url = resolve_storage_url(spec, options.storage)
+    options = replace(options, storage=url)
+    timeout = options.timeout or spec.timeout
+    started = time.perf_counter()
+    names = [stage.name for stage in spec.stages]
+    if options.stage is not None and options.stage not in names:
+        raise HpoError(f"--stage {options.stage!r}: the file's stages are {', '.join(names)}")
+    results: list[StageResult] = []
+    storage = open_storage(url)
+    try:
+        for index, stage in enumerate(spec.stages):
+            if options.stage is not None and stage.name != options.stage:
+                continue
+            specs = stage_specs(spec, storage, index)
+            left = None if timeout is None else timeout - (time.perf_counter() - started)
+            if left is not None and left <= 0:
+                break
+            # Local workers are started on this stage alone; this process runs the next.
+            stage_options = replace(options, timeout=left,
+                                    stage=stage.name if workers > 1 else options.stage)
+            if workers > 1:
+                from hpo.workers import run_local_workers
+
+                result = run_local_workers(specs[index], stage_options, workers, debug)
+            else:
+                result = runner.run(specs[index], stage_options)
+            results.append(StageResult(stage.name, specs[index], result))
+            if result.stopped_by is not None or (result.study is not None
+                                                and finished(result.study) < stage.n_trials):
+                break  # a signal, or the timeout: the next `hpo run` resumes this stage
+    finally:
+        dispose(storage)
+    return results
+
+
+def stage_studies(spec: StudySpec, cli_url: str | None = None
+                  ) -> list[tuple[StageSpec, optuna.Study | None]]:
+    """Each stage with its study, None for a stage not started yet."""
+    from hpo.storage import load_existing_study
+
+    found: list[tuple[StageSpec, optuna.Study | None]] = []
+    for stage in spec.stages:
+        try:
+            study = load_existing_study(spec, cli_url, study_name(spec, stage))
+        except HpoError:
+            study = None
+        found.append((stage, study))
+    if not any(study for _, study in found):
+        first = study_name(spec, spec.stages[0])
+        raise HpoError(f"no stage of {spec.source.name} has started: no study {first!r} yet; "
+                       "run `hpo run` on the study file first")
+    return found
