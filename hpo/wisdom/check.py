@@ -195,15 +195,20 @@ def _round(value: float) -> float | None:
     return float(f"{value:.4g}") if math.isfinite(value) else None
 
 
+def _change(sweep_point: dict[str, Any]) -> str:
+    if sweep_point["diverged"]:
+        return "diverged"
+    change = f"{sweep_point['loss_change']:+.0%}"
+    return "±0%" if change in ("+0%", "-0%") else change
+
+
 def format_checks(checks: list[Check], setup_line: str) -> str:
     """The checks for a person: one line each, then what was expected and what to fix."""
     lines = [f"Checks with {setup_line}:"]
     for check in checks:
         measured = check.measured
         if check.name == "lr_sweep":
-            measured = ", ".join(
-                f"{m['lr']:g} " + ("diverged" if m["diverged"] else f"{m['loss_change']:+.0%}")
-                for m in check.measured)
+            measured = ", ".join(f"{m['lr']:g} " + _change(m) for m in check.measured)
         lines.append(f"  {check.status.upper():4}  {check.name}: {measured}")
         lines.append(f"        expected {check.expected}")
         if check.hint:
