@@ -173,3 +173,20 @@ def test_a_stage_with_too_few_completed_trials_is_carried_over_from_its_best(tmp
     refinement = _refinement(spec, study)
     assert refinement.space["x"] == {"type": "float", "low": -10.0, "high": 10.0}
     assert refinement.enqueue == {"x": 1.0, "kind": "a"}
+
+
+def test_the_dashboard_lists_every_stage_with_its_note(tmp_path):
+    from tests.test_dashboard import dashboard, request
+
+    body = (CALLABLE % "quad").replace("n_trials_note: unused\n", "")
+    path = write_study(tmp_path, body, objective=QUAD)
+    assert cli("run", path, "-q").exit_code == 0
+    with dashboard(path, "--read-only") as base:
+        summaries = json.loads(request(f"{base}/api/studies")[1])["study_summaries"]
+        assert sorted(s["study_name"] for s in summaries) == ["quad-all", "quad-x"]
+        notes = {s["study_name"]: json.loads(request(
+            f"{base}/api/studies/{s['study_id']}?after=0")[1])["note"]["body"]
+            for s in summaries}
+    assert notes["quad-x"].startswith("# quad-x") and notes["quad-all"].startswith("# quad-all")
+    # Each note holds its stage's study file as run: stage x held kind at b.
+    assert "kind:\n    type: categorical\n    choices:\n    - b" in notes["quad-x"]
