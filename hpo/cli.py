@@ -165,23 +165,27 @@ def validate(spec_file: Path) -> None:
     click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
 
 
-def _open_study(spec_file: Path | None, storage: str | None, study_name: str | None
-                ) -> tuple[Any, Any]:
-    """The existing study, and the spec it was read through (None with --storage/--study)."""
+def _spec_of(spec_file: Path | None, storage: str | None, study_name: str | None) -> Any:
+    """The study file's spec, or None when --storage and --study name the study instead."""
     from hpo.spec import load_spec
-    from hpo.storage import load_existing_study
 
     if spec_file is None and not (storage and study_name):
         raise click.UsageError("give a study file, or both --storage and --study")
-    spec = load_spec(spec_file) if spec_file is not None else None
+    return load_spec(spec_file) if spec_file is not None else None
+
+
+def _open_study(spec: Any, storage: str | None, study_name: str | None) -> Any:
+    """The existing study (of a staged file: its latest stage started, unless named)."""
+    from hpo.storage import load_existing_study
+
     if spec is not None and spec.stages is not None and study_name is None:
         from hpo.wisdom.stages import stage_studies
 
         stage, study = [(s, st) for s, st in stage_studies(spec, storage) if st][-1]
         click.echo(f"Stage {stage.name}: study {study.study_name} (the latest stage started; "
                    "--study NAME picks another)", err=True)
-        return study, spec
-    return load_existing_study(spec, storage, study_name), spec
+        return study
+    return load_existing_study(spec, storage, study_name)
 
 
 study_options = [
@@ -211,14 +215,11 @@ def status(spec_file: Path | None, storage: str | None, study_name: str | None, 
     from hpo import report
     from hpo.wisdom.edges import limits_for
 
-    if spec_file is not None and study_name is None:
-        from hpo.spec import load_spec
-
-        spec = load_spec(spec_file)
-        if spec.stages is not None:
-            _staged_status(spec, storage, top, as_json)
-            return
-    study, spec = _open_study(spec_file, storage, study_name)
+    spec = _spec_of(spec_file, storage, study_name)
+    if spec is not None and spec.stages is not None and study_name is None:
+        _staged_status(spec, storage, top, as_json)
+        return
+    study = _open_study(spec, storage, study_name)
     summary = report.summarize(study, top=top, limits=limits_for(spec, study))
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
@@ -269,7 +270,8 @@ def export(spec_file: Path | None, storage: str | None, study_name: str | None, 
     """
     from hpo import report
 
-    records = report.trial_records(_open_study(spec_file, storage, study_name)[0])
+    spec = _spec_of(spec_file, storage, study_name)
+    records = report.trial_records(_open_study(spec, storage, study_name))
     text = report.to_csv(records) if fmt == "csv" else report.to_json(records)
     if out is None:
         click.echo(text, nl=False)
@@ -336,7 +338,8 @@ def report_command(spec_file: Path | None, storage: str | None, study_name: str 
     from hpo.html_report import write_report
     from hpo.wisdom.edges import limits_for
 
-    study, spec = _open_study(spec_file, storage, study_name)
+    spec = _spec_of(spec_file, storage, study_name)
+    study = _open_study(spec, storage, study_name)
     written = write_report(study, out, png=fmt == "png", limits=limits_for(spec, study))
     for path in written:
         click.echo(f"Wrote {path}")

@@ -42,6 +42,21 @@ def divergence_reason(original: float, cost: float, step: int, factor: float,
     return None
 
 
+class MovingAverage:
+    """The bias-corrected exponential moving average that learning-rate finders use."""
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+        self.count = 0
+        self._average = 0.0
+
+    def add(self, value: float) -> float:
+        """Take the next value; return the corrected average of all values so far."""
+        self.count += 1
+        self._average = self.beta * self._average + (1 - self.beta) * value
+        return self._average / (1 - self.beta ** self.count)
+
+
 class DivergenceMonitor:
     """The divergence rule over one run's stream of costs; the first cost is the original.
 
@@ -57,8 +72,7 @@ class DivergenceMonitor:
         self.smoothing = smoothing
         self.warmup = warmup
         self.original: float | None = None
-        self._average = 0.0
-        self._seen = 0
+        self._average = MovingAverage(smoothing) if smoothing else None
 
     def check(self, cost: float, step: int) -> str | None:
         """Take the next cost; return why the run diverged, or None."""
@@ -66,14 +80,11 @@ class DivergenceMonitor:
             self.original = cost
         if not math.isfinite(cost):
             return divergence_reason(self.original, cost, step, self.factor)
-        self._seen += 1
-        if not self.smoothing:
+        if self._average is None:
             return divergence_reason(self.original, cost, step, self.factor)
-        beta = self.smoothing
-        self._average = beta * self._average + (1 - beta) * cost
-        if self._seen <= self.warmup:
+        smoothed = self._average.add(cost)
+        if self._average.count <= self.warmup:
             return None
-        smoothed = self._average / (1 - beta ** self._seen)
         return divergence_reason(self.original, smoothed, step, self.factor, "smoothed cost")
 
 

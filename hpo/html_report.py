@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
-from hpo.divergence import DIVERGED
-from hpo.report import format_counts, metric_name, ranked, short, summarize
+from hpo.report import diverged, format_counts, metric_name, ranked, short, summarize
 from hpo.wisdom.edges import Limits
 
 if TYPE_CHECKING:
@@ -32,8 +31,7 @@ def _kind(trial: optuna.trial.FrozenTrial) -> str | None:
     if trial.state == TrialState.COMPLETE:
         return "complete"
     if trial.state == TrialState.PRUNED:
-        reason = str(trial.user_attrs.get("prune_reason", ""))
-        return "diverged" if reason.startswith(DIVERGED) else "pruned"
+        return "diverged" if diverged(trial) else "pruned"
     return None
 
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
+def diverged(trial: FrozenTrial) -> bool:
+    """Whether the divergence rule stopped the trial (its `prune_reason` says so)."""
+    return str(trial.user_attrs.get("prune_reason", "")).startswith(DIVERGED)
+
+
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
     """How many trials are in each state, every state listed."""
     counts = dict.fromkeys(STATE_ORDER, 0)
@@ -52,14 +57,11 @@ def summarize(study: optuna.Study, top: int = 5, limits: Limits | None = None
         "direction": study.direction.name.lower(),
         "metric": metric_name(study),
         "counts": state_counts(trials),
-        "diverged": sum(
-            1 for t in trials
-            if str(t.user_attrs.get("prune_reason", "")).startswith(DIVERGED)
-        ),
+        "diverged": sum(1 for t in trials if diverged(t)),
         "trial_seconds": round(sum(float(t.user_attrs.get("duration_s", 0)) for t in trials), 3),
         "best": _trial_brief(best[0]) if best else None,
         "top": [_trial_brief(t) for t in best[:top]],
-        "edge_warnings": [w.as_dict() for w in edge_warnings(study, limits)],
+        "edge_warnings": [w.as_dict() for w in edge_warnings(study, limits, trials)],
     }
 
 

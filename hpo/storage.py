@@ -41,7 +41,7 @@ def resolve_storage_url(spec: StudySpec, cli_url: str | None = None) -> str:
     if url:
         return url
     if spec.storage:
-        path = _sqlite_path(spec.storage)
+        path = sqlite_path(spec.storage)
         if path is not None and not path.is_absolute():
             return f"sqlite:///{spec.source.parent / path}"
         return spec.storage
@@ -83,7 +83,7 @@ def describe_error(error: BaseException, url: str) -> str:
     return scrub(text, url)
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///") or url.endswith(":memory:"):
         return None
     return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
@@ -135,10 +135,10 @@ def open_storage(url: str) -> RDBStorage:
     Heartbeats are hpo's own (`hpo.heartbeat`), so Optuna's are left off: its `ask` would warn
     outside `optimize`, and its reaper skips trials that never beat.
     """
-    sqlite_path = _sqlite_path(url)
+    path = sqlite_path(url)
     try:
-        if sqlite_path is not None:
-            _prepare_sqlite(sqlite_path)
+        if path is not None:
+            _prepare_sqlite(path)
         return _create_rdb_storage(url)
     except ModuleNotFoundError as e:
         raise StorageError(
@@ -159,24 +159,26 @@ def dispose(storage: BaseStorage) -> None:
         backend.engine.dispose()
 
 
+def open_existing_storage(spec: StudySpec | None, cli_url: str | None = None
+                          ) -> tuple[RDBStorage, str]:
+    """The storage (and its URL) of studies that must already exist, for reading: a SQLite
+    file that is not there is an error, not a new empty database."""
+    url = resolve_storage_url(spec, cli_url) if spec is not None else cli_url
+    assert url is not None
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise StorageError(f"no study database at {path}; run `hpo run` on the study file first")
+    return open_storage(url), url
+
+
 def load_existing_study(
     spec: StudySpec | None, cli_url: str | None = None, study_name: str | None = None
 ) -> optuna.Study:
     """Open a study that must already exist, for reading (status, export)."""
     import optuna
 
-    if spec is not None:
-        url = resolve_storage_url(spec, cli_url)
-        study_name = study_name or spec.name
-    else:
-        assert cli_url is not None and study_name is not None
-        url = cli_url
-    sqlite_path = _sqlite_path(url)
-    if sqlite_path is not None and not sqlite_path.exists():
-        raise StorageError(
-            f"no study database at {sqlite_path}; run `hpo run` on the study file first"
-        )
-    storage = open_storage(url)
+    storage, url = open_existing_storage(spec, cli_url)
+    study_name = study_name or spec.name
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:

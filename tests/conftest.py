@@ -100,6 +100,25 @@ def _no_inherited_storage(monkeypatch):
     monkeypatch.delenv("HPO_STORAGE", raising=False)
 
 
+def server_url(kind: str) -> str:
+    """The test server's URL for `kind` (postgresql, mysql); the test skips when it is unset."""
+    url = os.environ.get(SERVER_URL_VARIABLES[kind])
+    if not url:
+        pytest.skip(f"{SERVER_URL_VARIABLES[kind]} is not set")
+    return url
+
+
+@pytest.fixture
+def postgres_proxy():
+    """PostgreSQL behind a loopback proxy a test can cut: (direct URL, proxy, proxied URL)."""
+    from tests.proxy import CuttableProxy
+
+    url = server_url("postgresql")
+    proxy, proxied = CuttableProxy.in_front_of(url)
+    yield url, proxy, proxied
+    proxy.close()
+
+
 def storage_urls(tmp_path: Path) -> dict[str, str]:
     """sqlite always; PostgreSQL and MySQL when their URLs are set in the environment."""
     urls = {"sqlite": f"sqlite:///{tmp_path / 'storage.db'}"}

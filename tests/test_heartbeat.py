@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -15,7 +14,6 @@ from hpo.heartbeat import Heartbeat, Reaper
 from hpo.optuna_compat import rdb_backend
 from hpo.spec import HeartbeatSpec
 from hpo.storage import dispose, open_storage
-from tests.proxy import CuttableProxy
 
 X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
@@ -87,13 +85,10 @@ def test_a_live_trials_heartbeat_keeps_it_from_being_reaped(study):
     assert study.trials[0].state == TrialState.RUNNING
 
 
-def test_heartbeats_go_on_after_the_database_was_unreachable():
+def test_heartbeats_go_on_after_the_database_was_unreachable(postgres_proxy):
     # Optuna's own heartbeat thread stops for good at its first failed write, after which
     # other workers fail the still-running trial. hpo's beats again at the next interval.
-    url = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
-    proxy, proxied = CuttableProxy.in_front_of(url)
+    url, proxy, proxied = postgres_proxy
     storage = open_storage(proxied)
     name = f"t-beat-{uuid.uuid4().hex[:12]}"
     optuna.create_study(study_name=name, storage=storage)
@@ -119,4 +114,3 @@ def test_heartbeats_go_on_after_the_database_was_unreachable():
     finally:
         direct.dispose()
         dispose(storage)
-        proxy.close()

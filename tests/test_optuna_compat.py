@@ -6,7 +6,6 @@ and widen `SUPPORTED_VERSIONS`, or keep the upper bound.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -21,7 +20,6 @@ from hpo.locking import StudyLock
 from hpo.optuna_compat import ClaimingStudy
 from hpo.retry import connection_error
 from hpo.storage import dispose, open_storage
-from tests.proxy import CuttableProxy
 
 X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
@@ -143,13 +141,10 @@ def test_the_dashboard_reads_the_note_hpo_saves(claiming):
     assert optuna_dashboard.get_note(claiming) == "# note\nbody"
 
 
-def test_a_claim_outlives_an_ask_that_lost_the_database():
+def test_a_claim_outlives_an_ask_that_lost_the_database(postgres_proxy):
     # Found in a full run: the connection dropped inside `ask`, after the claim was handed
     # over; the retry claimed a second trial and the first stayed RUNNING until reaped.
-    url = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
-    proxy, proxied = CuttableProxy.in_front_of(url)
+    url, proxy, proxied = postgres_proxy
     storage = open_storage(proxied)
     name = f"t-{uuid.uuid4().hex[:12]}"
     optuna.create_study(study_name=name, storage=storage)
@@ -166,4 +161,3 @@ def test_a_claim_outlives_an_ask_that_lost_the_database():
         assert len(study.trials) == 1
     finally:
         dispose(storage)
-        proxy.close()

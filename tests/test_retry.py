@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -15,15 +14,8 @@ from sqlalchemy import create_engine, text
 from hpo.errors import HpoError
 from hpo.retry import Retrying, connection_error
 from hpo.signals import StopFlag
-from tests.conftest import SERVER_URL_VARIABLES, assert_one_line, cli, write_study
+from tests.conftest import assert_one_line, cli, server_url, write_study
 from tests.proxy import CuttableProxy
-
-
-def server_url(kind: str) -> str:
-    url = os.environ.get(SERVER_URL_VARIABLES[kind])
-    if not url:
-        pytest.skip(f"{SERVER_URL_VARIABLES[kind]} is not set")
-    return url
 
 
 def raised(engine, sql: str, connection=None) -> BaseException:

@@ -20,7 +20,6 @@ from optuna.trial import TrialState
 from hpo.locking import StudyLock
 from hpo.optuna_compat import rdb_backend
 from hpo.storage import dispose, open_storage
-from tests.proxy import CuttableProxy
 from tests.test_workers import HPO, start_workers, study_file, trials, wait_all
 
 BEATS = "heartbeat: {interval: 1, grace: 2, max_retries: 2}\n"
@@ -159,22 +158,16 @@ def test_a_frozen_workers_reaped_trial_is_one_warning_and_the_worker_goes_on(tmp
     assert counts == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}
 
 
-def test_an_outage_longer_than_grace_loses_no_trial(tmp_path):
-    url = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
-    proxy, proxied = CuttableProxy.in_front_of(url)
+def test_an_outage_longer_than_grace_loses_no_trial(tmp_path, postgres_proxy):
+    url, proxy, proxied = postgres_proxy
     path, name = study_file(tmp_path, n_trials=8, sleep=2.0,
                             extra="heartbeat: {interval: 1, grace: 3, max_retries: 2}\n")
-    try:
-        workers = start_workers(path, proxied, 2)
-        until(lambda: sum(t.state == TrialState.COMPLETE for t in trials(url, name)) >= 2)
-        proxy.cut()
-        time.sleep(7)  # more than twice the grace period: every heartbeat is stale
-        proxy.restore()
-        outputs = wait_all(workers, timeout=120)
-    finally:
-        proxy.close()
+    workers = start_workers(path, proxied, 2)
+    until(lambda: sum(t.state == TrialState.COMPLETE for t in trials(url, name)) >= 2)
+    proxy.cut()
+    time.sleep(7)  # more than twice the grace period: every heartbeat is stale
+    proxy.restore()
+    outputs = wait_all(workers, timeout=120)
     assert all(code == 0 for code, _, _ in outputs), outputs
     assert any("database unreachable" in err for _, _, err in outputs)
     done = trials(url, name)

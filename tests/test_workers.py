@@ -16,7 +16,7 @@ import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import write_study
+from tests.conftest import server_url, write_study
 
 HPO = shutil.which("hpo") or os.path.join(os.path.dirname(sys.executable), "hpo")
 
@@ -211,16 +211,9 @@ def test_local_workers_flag(tmp_path):
     assert labels <= {"gpu7.0", "gpu7.1"} and labels
 
 
-def postgres_url():
-    url = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
-    return url
-
-
 def test_password_never_appears(tmp_path):
     # The test server trusts local connections, so it accepts any password in the URL.
-    base = postgres_url()
+    base = server_url("postgresql")
     url = base.replace("postgres@", "postgres:s3cret-pw@", 1)
     assert "s3cret-pw" in url
     path, name = study_file(tmp_path, n_trials=4, sleep=0.0)
@@ -252,7 +245,7 @@ def restart_postgres():
 
 @pytest.mark.skipif(not shutil.which("pg_ctlcluster"), reason="needs pg_ctlcluster")
 def test_postgres_restart_mid_run_is_survived(tmp_path):
-    url = postgres_url()
+    url = server_url("postgresql")
     path, name = study_file(tmp_path, n_trials=16, sleep=0.3,
                             extra="heartbeat: {interval: 1, grace: 3, max_retries: 3}\n")
     workers = start_workers(path, url, 2)

@@ -150,6 +150,19 @@ def build(config: TrainConfig, data: Dataset, device: torch.device
     return model, optimizer
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, grad_clip: float | None = None) -> torch.Tensor:
+    """One update on the batch (x, y), the gradient norm clipped to `grad_clip` if set;
+    returns the batch's loss, detached (reading it is the caller's choice: it syncs a GPU)."""
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) -> TrainResult:
     """Train an MLP on `data`; the objective value is the best epoch's `config.metric`."""
     started = time.perf_counter()
@@ -186,13 +199,8 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
         seen = 0
         for start in range(0, last_start, config.batch_size):
             index = order[start:start + config.batch_size]
-            loss = F.cross_entropy(model(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            detached = loss.detach()
+            detached = train_step(model, optimizer, x_train[index], y_train[index],
+                                  config.grad_clip)
             loss_sum += detached * len(index)
             seen += len(index)
             if step == 0:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpo.divergence import SMOOTHING, training_monitor
+from hpo.divergence import SMOOTHING, MovingAverage, training_monitor
 from hpo.training.data import Dataset
-from hpo.training.loop import TrainConfig, build, default_threads, pick_device
+from hpo.training.loop import TrainConfig, build, default_threads, pick_device, train_step
 
 # The loss before any update is measured on at most this many training examples.
 INITIAL_LOSS_EXAMPLES = 4096
@@ -26,6 +27,16 @@ INITIAL_LOSS_EXAMPLES = 4096
 def _tensors(x: np.ndarray, y: np.ndarray, device: torch.device
              ) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+def _batches(n: int, batch: int, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Index batches of `batch` examples without end: each pass a fresh seeded permutation,
+    its trailing partial batch dropped."""
+    shuffle = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=shuffle)
+        for start in range(0, n - batch + 1, batch):
+            yield order[start:start + batch].to(device)
 
 
 def _setup(config: TrainConfig) -> torch.device:
@@ -96,23 +107,13 @@ def short_run(config: TrainConfig, x_np: np.ndarray, y_np: np.ndarray, data: Dat
     batch = min(config.batch_size, len(x))
     if config.batch_norm and batch == 1:
         batch = min(2, len(x))
-    shuffle = torch.Generator().manual_seed(config.seed)
     monitor = training_monitor(divergence_factor) if divergence_factor else None
     losses: list[float] = []
     diverged = None
-    order, position = torch.randperm(len(x), generator=shuffle), 0
+    batches = _batches(len(x), batch, config.seed, device)
     for step in range(steps):
-        if position + batch > len(x):
-            order, position = torch.randperm(len(x), generator=shuffle), 0
-        index = order[position:position + batch].to(device)
-        position += batch
-        loss = F.cross_entropy(model(x[index]), y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
+        index = next(batches)
+        losses.append(train_step(model, optimizer, x[index], y[index], config.grad_clip).item())
         if monitor is not None:
             diverged = monitor.check(losses[-1], step)
             if diverged:
@@ -146,30 +147,21 @@ def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: t
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     ratio = (end / start) ** (1 / max(steps - 1, 1))
-    shuffle = torch.Generator().manual_seed(seed)
-    batch = min(batch_size, len(x))
-    order, position = torch.randperm(len(x), generator=shuffle), 0
+    batches = _batches(len(x), min(batch_size, len(x)), seed, x.device)
+    average = MovingAverage(smoothing)
     lrs, losses, smoothed = [], [], []
-    average, best, diverged_at = 0.0, math.inf, None
+    best, diverged_at = math.inf, None
     model.train()
     for step in range(steps):
         lr = start * ratio ** step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if position + batch > len(x):
-            order, position = torch.randperm(len(x), generator=shuffle), 0
-        index = order[position:position + batch].to(x.device)
-        position += batch
-        loss = F.cross_entropy(model(x[index]), y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()
+        index = next(batches)
+        value = train_step(model, optimizer, x[index], y[index]).item()
         if not math.isfinite(value):
             diverged_at = lr
             break
-        average = smoothing * average + (1 - smoothing) * value
-        current = average / (1 - smoothing ** (step + 1))
+        current = average.add(value)
         lrs.append(lr)
         losses.append(value)
         smoothed.append(current)

@@ -12,8 +12,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from hpo.spec import CategoricalParam, FloatParam
-from hpo.wisdom.setup import describe, trainer_setup
+from hpo.spec import CategoricalParam
+from hpo.wisdom.setup import describe, searched_lr, trainer_setup
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
@@ -36,7 +36,6 @@ BARELY_MOVES = 0.05
 # zero_input: steps trained on real and on zeroed inputs; real must beat zero by this factor.
 ZERO_STEPS = 100
 ZERO_MARGIN = 0.9
-DEFAULT_FACTOR = 3.0
 
 
 @dataclass
@@ -122,8 +121,8 @@ def overfit_tiny(setup: TrainerSetup) -> Check:
 
 
 def _sweep_lrs(spec: StudySpec, setup: TrainerSetup) -> tuple[list[float], str]:
-    entry = spec.search_space.get("lr")
-    if isinstance(entry, FloatParam) and entry.low > 0:
+    entry = searched_lr(spec)
+    if entry is not None:
         low, high, source = entry.low, entry.high, "search_space.lr"
     else:
         low, high, source = setup.config.lr / 100, setup.config.lr * 100, "the fixed lr x/÷ 100"
@@ -135,8 +134,7 @@ def lr_sweep(spec: StudySpec, setup: TrainerSetup) -> Check:
     """Short runs across the lr range: barely moving at the bottom, exploding at the top."""
     from hpo.training import probes
 
-    divergence = spec.pruner.divergence
-    factor = divergence.factor if divergence else DEFAULT_FACTOR
+    factor = setup.divergence_factor
     lrs, where = _sweep_lrs(spec, setup)
     data = setup.data
     measured: list[dict[str, Any]] = []

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hpo.divergence import DIVERGED
-
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -124,11 +122,12 @@ def widened(distribution: Any, edge: str, limit: float | None) -> float:
 def _wall(name: str, best: float, edge: str, trials: list[FrozenTrial]) -> tuple[int, int]:
     """How many trials beyond the best (towards the edge) there are, and how many of them
     diverged or failed."""
+    from hpo.report import diverged  # hpo.report summarizes with this module: import late
+
     beyond = [t for t in trials if name in t.params
               and (t.params[name] > best if edge == "high" else t.params[name] < best)
               and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-    fallen = [t for t in beyond if t.state == TrialState.FAIL
-              or str(t.user_attrs.get("prune_reason", "")).startswith(DIVERGED)]
+    fallen = [t for t in beyond if t.state == TrialState.FAIL or diverged(t)]
     return len(beyond), len(fallen)
 
 
@@ -138,10 +137,12 @@ def _entry_text(name: str, distribution: Any, low: float, high: float) -> str:
     return f"{name}: {{type: {kind}, low: {low:g}, high: {high:g}{log}}}"
 
 
-def edge_warnings(study: optuna.Study, limits: Limits | None = None) -> list[EdgeWarning]:
-    """The numeric entries whose best values sit at an edge of their range, with advice."""
+def edge_warnings(study: optuna.Study, limits: Limits | None = None,
+                  trials: list[FrozenTrial] | None = None) -> list[EdgeWarning]:
+    """The numeric entries whose best values sit at an edge of their range, with advice
+    (`trials`: the study's, where the caller has them already)."""
     limits = limits or {}
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     top = top_trials(study, trials)
     if not top:
         return []

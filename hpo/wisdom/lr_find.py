@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
-from hpo.spec import FloatParam
-from hpo.wisdom.setup import describe, trainer_setup
+from hpo.wisdom.setup import describe, searched_lr, trainer_setup
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
@@ -75,8 +74,8 @@ def _sig(value: float) -> float:
 
 def ramp_range(spec: StudySpec) -> tuple[float, float]:
     """A decade past the study's lr range on each side (to 10 at least), or 1e-7 .. 10."""
-    entry = spec.search_space.get("lr")
-    if isinstance(entry, FloatParam) and entry.low > 0:
+    entry = searched_lr(spec)
+    if entry is not None:
         return entry.low / 10, max(entry.high * 10, DEFAULT_END)
     return DEFAULT_START, DEFAULT_END
 
@@ -111,8 +110,7 @@ def find_lr(spec: StudySpec, overrides: dict[str, Any], seeds: int = SEEDS, step
     start, end = start or default_start, end or default_end
     if not start < end:
         raise HpoError(f"--start {start:g} must be below --end {end:g}")
-    divergence = spec.pruner.divergence
-    factor = divergence.factor if divergence else 3.0
+    factor = setup.divergence_factor
     curves, picks = [], []
     for offset in range(seeds):
         seed = setup.config.seed + offset

@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from optuna.trial import TrialState
 
 from hpo.errors import HpoError
 from hpo.spec import MIN_TRIALS_TO_REFINE, CategoricalParam, FloatParam, IntParam
@@ -45,7 +44,6 @@ class Refinement:
     comments: dict[str, str]  # why each entry changed (or did not)
     enqueue: dict[str, Any]  # the best trial's parameters, to start the next study from
     source: str  # a line naming the study and trials it was read from
-    fixed: list[str] = field(default_factory=list)
 
 
 def entry_data(entry: Param) -> dict[str, Any]:
@@ -68,12 +66,11 @@ def _clean(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def importances(study: optuna.Study) -> dict[str, float]:
-    """Normalized PED-ANOVA importances; empty when there are too few trials to say."""
+def importances(study: optuna.Study, completed: int) -> dict[str, float]:
+    """Normalized PED-ANOVA importances; empty when `completed` trials are too few to say."""
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if len(complete) < MIN_FOR_IMPORTANCE:
+    if completed < MIN_FOR_IMPORTANCE:
         return {}
     try:
         with warnings.catch_warnings():
@@ -145,11 +142,10 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
     top = complete[:min(len(complete), max(TOP_MIN, math.ceil(TOP_FRACTION * len(complete))))]
     best = top[0]
     limits = limits_for(spec, study)
-    edges = {w.param: w for w in edge_warnings(study, limits)}
-    importance = importances(study)
+    edges = {w.param: w for w in edge_warnings(study, limits, trials)}
+    importance = importances(study, len(complete))
     space: dict[str, dict[str, Any]] = {}
     comments: dict[str, str] = {}
-    fixed = []
     for name, entry in spec.search_space.items():
         values = [t.params[name] for t in top if name in t.params]
         if not values or name not in best.params:
@@ -162,7 +158,6 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
             space[name] = {"type": "categorical", "choices": [best.params[name]]}
             comments[name] = (f"{name}: fixed at the best trial's {best.params[name]!r}: "
                               f"PED-ANOVA importance {weight:.3f} < {NEGLIGIBLE}")
-            fixed.append(name)
         elif isinstance(entry, CategoricalParam):
             kept = [c for c in entry.choices if c in values]
             space[name] = {**entry_data(entry), "choices": kept}
@@ -188,7 +183,7 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
               f"best {best.value:.6g} (trial {best.number}), top {len(top)} read"
               + source_importance)
     enqueue = {k: v for k, v in best.params.items() if k in space}
-    return Refinement(space, comments, enqueue, source, fixed)
+    return Refinement(space, comments, enqueue, source)
 
 
 def prune_conditions(space: dict[str, dict[str, Any]], comments: dict[str, str]) -> None:
@@ -235,7 +230,7 @@ def refined_file(spec: StudySpec, refinement: Refinement, name: str, out: Path,
 
     import yaml
 
-    from hpo.storage import _sqlite_path, resolve_storage_url
+    from hpo.storage import resolve_storage_url, sqlite_path
 
     data = yaml.safe_load(spec.source.read_text())
     data["name"] = name
@@ -247,7 +242,7 @@ def refined_file(spec: StudySpec, refinement: Refinement, name: str, out: Path,
         header.append("# Storage: run it with the same --storage or HPO_STORAGE as the last one.")
     else:
         url = resolve_storage_url(spec)
-        path = _sqlite_path(url)
+        path = sqlite_path(url)
         if path is not None:  # beside or below the new file: relative to it, as hpo reads it
             relative = os.path.relpath(path, out.absolute().parent)
             url = f"sqlite:///{path if relative.startswith('..') else relative}"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hpo.errors import HpoError
-from hpo.spec import TRAINER_PARAMS, closest
+from hpo.spec import TRAINER_PARAMS, DivergenceSpec, FloatParam, closest
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
@@ -21,6 +21,18 @@ class TrainerSetup:
     config: TrainConfig
     data: Dataset
     params: dict[str, Any]  # the overrides given on the command line
+
+    @property
+    def divergence_factor(self) -> float:
+        """The study's divergence factor; the default one where the file turns the rule off
+        (a probe still needs to know when a run explodes)."""
+        return self.config.divergence_factor or DivergenceSpec().factor
+
+
+def searched_lr(spec: StudySpec) -> FloatParam | None:
+    """The study's `lr` entry, when it is a positive float range (what the probes sweep)."""
+    entry = spec.search_space.get("lr")
+    return entry if isinstance(entry, FloatParam) and entry.low > 0 else None
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:

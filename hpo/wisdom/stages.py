@@ -30,6 +30,8 @@ from hpo.wisdom.refine import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import optuna
     from optuna.storages import BaseStorage
 
@@ -125,16 +127,13 @@ def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
     return derived
 
 
-def _stored_identity(storage: BaseStorage, name: str) -> dict[str, Any] | None:
+def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
     import optuna
 
-    from hpo.study import SPEC_ATTR
-
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
-    return study.user_attrs.get(SPEC_ATTR)
 
 
 def _with_limits(spec: StudySpec, space: dict[str, Any]) -> dict[str, Any]:
@@ -152,30 +151,31 @@ def finished(study: optuna.Study) -> int:
     return budget.finished_count(budget.count_by_state(study))
 
 
-def stage_specs(spec: StudySpec, storage: BaseStorage, upto: int) -> list[StudySpec]:
-    """The specs of stages 0..upto; each past the first needs the one before finished."""
-    import optuna
+def stage_specs(spec: StudySpec, storage: BaseStorage) -> Iterator[StudySpec]:
+    """Each stage's spec, in order. The next is derived only when asked for, which needs the
+    stage before it finished: ask once it has run."""
+    from hpo.study import SPEC_ATTR
 
-    specs: list[StudySpec] = []
+    previous: StudySpec | None = None
     previous_study = None
-    for index in range(upto + 1):
-        stage = spec.stages[index]
-        stored = _stored_identity(storage, study_name(spec, stage))
+    for index, stage in enumerate(spec.stages):
+        if previous is not None:
+            previous_study = _load(storage, previous.name)
+            done = finished(previous_study) if previous_study is not None else 0
+            needed = spec.stages[index - 1].n_trials
+            if done < needed:
+                raise HpoError(f"stage {spec.stages[index - 1].name!r} has {done} of its "
+                               f"{needed} finished trials; the next stage starts from it once "
+                               "it has all")
+        study = _load(storage, study_name(spec, stage))
+        stored = study.user_attrs.get(SPEC_ATTR) if study is not None else None
         if stored is not None:  # another worker derived it first: take its space as stored
             space = _with_limits(spec, dict(stored.get("search_space", {})))
             enqueue = (stored.get("enqueue") or [{}])[0]
-        elif index == 0:
-            space, enqueue = derived_space(spec, 0, None, None)
         else:
-            space, enqueue = derived_space(spec, index, specs[-1], previous_study)
-        specs.append(stage_spec(spec, index, space, enqueue))
-        if index < upto:
-            previous_study = optuna.load_study(study_name=specs[-1].name, storage=storage)
-            done, needed = finished(previous_study), spec.stages[index].n_trials
-            if done < needed:
-                raise HpoError(f"stage {stage.name!r} has {done} of its {needed} finished "
-                               "trials; the next stage starts from it once it has all")
-    return specs
+            space, enqueue = derived_space(spec, index, previous, previous_study)
+        previous = stage_spec(spec, index, space, enqueue)
+        yield previous
 
 
 def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
@@ -197,10 +197,9 @@ def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
     results: list[StageResult] = []
     storage = open_storage(url)
     try:
-        for index, stage in enumerate(spec.stages):
+        for stage, derived in zip(spec.stages, stage_specs(spec, storage), strict=True):
             if options.stage is not None and stage.name != options.stage:
                 continue
-            specs = stage_specs(spec, storage, index)
             left = None if timeout is None else timeout - (time.perf_counter() - started)
             if left is not None and left <= 0:
                 break
@@ -210,13 +209,15 @@ def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
             if workers > 1:
                 from hpo.workers import run_local_workers
 
-                result = run_local_workers(specs[index], stage_options, workers, debug)
+                result = run_local_workers(derived, stage_options, workers, debug)
             else:
-                result = runner.run(specs[index], stage_options)
-            results.append(StageResult(stage.name, specs[index], result))
+                result = runner.run(derived, stage_options)
+            results.append(StageResult(stage.name, derived, result))
             if result.stopped_by is not None or (result.study is not None
                                                 and finished(result.study) < stage.n_trials):
                 break  # a signal, or the timeout: the next `hpo run` resumes this stage
+            if options.stage is not None:
+                break  # a local worker of this one stage: its launcher runs the next
     finally:
         dispose(storage)
     return results
@@ -225,15 +226,13 @@ def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
 def stage_studies(spec: StudySpec, cli_url: str | None = None
                   ) -> list[tuple[StageSpec, optuna.Study | None]]:
     """Each stage with its study, None for a stage not started yet."""
-    from hpo.storage import load_existing_study
+    from hpo.storage import open_existing_storage
 
-    found: list[tuple[StageSpec, optuna.Study | None]] = []
-    for stage in spec.stages:
-        try:
-            study = load_existing_study(spec, cli_url, study_name(spec, stage))
-        except HpoError:
-            study = None
-        found.append((stage, study))
+    try:
+        storage, _ = open_existing_storage(spec, cli_url)
+        found = [(stage, _load(storage, study_name(spec, stage))) for stage in spec.stages]
+    except HpoError:  # no database yet
+        found = [(stage, None) for stage in spec.stages]
     if not any(study for _, study in found):
         first = study_name(spec, spec.stages[0])
         raise HpoError(f"no stage of {spec.source.name} has started: no study {first!r} yet; "

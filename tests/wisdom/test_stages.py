@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.spec import load_spec
-from tests.conftest import assert_one_line, cli, write_study
+from tests.conftest import assert_one_line, cli, server_url, write_study
 
 HPO = shutil.which("hpo") or sys.executable
 
@@ -100,9 +100,7 @@ stages:
 
 
 def test_two_workers_share_each_stage_on_postgresql(tmp_path):
-    url = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("HPO_TEST_POSTGRES_URL is not set")
+    url = server_url("postgresql")
     name = f"t-{uuid.uuid4().hex[:10]}"
     path = write_study(tmp_path, (CALLABLE % name).replace("n_trials_note: unused\n", ""),
                        objective=QUAD)
