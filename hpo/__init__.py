@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["report_cost", "__version__"]
+__all__ = ["load", "report_cost", "run", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from hpo.recorder import report_cost
 
         return report_cost
+    if name in ("run", "load"):
+        from hpo import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'hpo' has no attribute {name!r}")

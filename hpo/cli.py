@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
+from hpo import jsonout
 from hpo.errors import HpoError
 
 
@@ -22,7 +24,11 @@ class _Cli(click.Group):
         except HpoError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            raise click.ClickException(str(e)) from None
+            # A study file with several mistakes lists them all, an `Error:` line each.
+            *first, last = str(e).splitlines() or [""]
+            for line in first:
+                click.echo(f"Error: {line}", err=True)
+            raise click.ClickException(last) from None
         except KeyboardInterrupt:  # Ctrl-C before a command could install its own handling
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -60,7 +66,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     Every study is a plain Optuna study in a SQL database (SQLite beside the
     study file by default), so optuna and optuna-dashboard read it too.
 
-    Example: hpo run studies/quickstart.yaml
+    Start: hpo init (writes study.yaml), then hpo run study.yaml
     """
     ctx.obj = {"debug": debug}
     _configure_logging(debug)
@@ -85,11 +91,13 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
 @click.option("--note/--no-note", default=True, hidden=True)
 # ... and, for a staged study, with --stage: the parent runs the stages one after another.
 @click.option("--stage", hidden=True)
+# ... and with --outcomes-file, where each writes how its trials ended, for "Ran N trials".
+@click.option("--outcomes-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.pass_context
 def run(
     ctx: click.Context, spec_file: Path, storage: str | None, n_trials: int | None,
     timeout: float | None, quiet: bool, workers: int, worker_id: str, note: bool,
-    stage: str | None,
+    stage: str | None, outcomes_file: Path | None,
 ) -> None:
     """Run the study a study file describes, resuming it if it exists.
 
@@ -113,13 +121,14 @@ def run(
         result = run_local_workers(spec, options, workers, ctx.obj["debug"])
     else:
         result = runner.run(spec, options)
+    if outcomes_file is not None:
+        outcomes_file.write_text(json.dumps(result.outcomes))
     if result.stopped_by is not None:
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
     if result.summary is not None:
         click.echo(report.format_summary(result.summary))
     by = f" with {workers} workers" if workers > 1 else ""
-    click.echo(f"Ran {result.trials_run} trials{by} in {result.seconds:.1f} s; "
-               f"stored in {result.storage_url}")
+    click.echo(report.ran_line(result.outcomes, by, result.seconds, result.storage_url))
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(result.exit_code)
 
@@ -138,10 +147,11 @@ def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,
     if last is not None and last.stopped_by is not None:
         click.echo(f"Stopped by {last.stopped_by.name}; the next `hpo run` resumes.", err=True)
     seconds = sum(s.result.seconds for s in results)
-    trials = sum(s.result.trials_run for s in results)
+    outcomes: Counter[str] = Counter()
+    for staged in results:
+        outcomes.update(staged.result.outcomes)
     where = last.storage_url if last is not None else "nowhere (nothing ran)"
-    click.echo(f"Ran {trials} trials in {len(results)} stages in {seconds:.1f} s; stored in "
-               f"{where}")
+    click.echo(report.ran_line(outcomes, f" in {len(results)} stages", seconds, where))
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(last.exit_code if last is not None else 0)
 
@@ -151,41 +161,45 @@ def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,
 def validate(spec_file: Path) -> None:
     """Check a study file and print it with every default filled in.
 
+    Imports the objective (or reads the data file) as `hpo run` would, without running it.
+
     Example: hpo validate studies/quickstart.yaml
     """
     import yaml
 
+    from hpo.objective import check_objective
     from hpo.spec import load_spec
     from hpo.storage import mask_url
 
     spec = load_spec(spec_file)
+    check_objective(spec)
     data = spec.normalized()
     if data.get("storage"):
         data["storage"] = mask_url(data["storage"])
     click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
 
 
-def _spec_of(spec_file: Path | None, storage: str | None, study_name: str | None) -> Any:
-    """The study file's spec, or None when --storage and --study name the study instead."""
+def _spec_of(spec_file: Path | None, storage: str | None, study_name: str | None,
+             whole_storage: bool = False) -> Any:
+    """The study file's spec, or None when --storage and --study name the study instead
+    (or, for a command on the `whole_storage`, --storage alone)."""
     from hpo.spec import load_spec
 
-    if spec_file is None and not (storage and study_name):
-        raise click.UsageError("give a study file, or both --storage and --study")
+    if spec_file is None and not (storage and (study_name or whole_storage)):
+        raise click.UsageError("give a study file or --storage" if whole_storage else
+                               "give a study file, or both --storage and --study")
     return load_spec(spec_file) if spec_file is not None else None
 
 
 def _open_study(spec: Any, storage: str | None, study_name: str | None) -> Any:
     """The existing study (of a staged file: its latest stage started, unless named)."""
-    from hpo.storage import load_existing_study
+    from hpo.wisdom.stages import existing_study
 
-    if spec is not None and spec.stages is not None and study_name is None:
-        from hpo.wisdom.stages import stage_studies
-
-        stage, study = [(s, st) for s, st in stage_studies(spec, storage) if st][-1]
+    study, stage = existing_study(spec, storage, study_name)
+    if stage is not None:
         click.echo(f"Stage {stage.name}: study {study.study_name} (the latest stage started; "
                    "--study NAME picks another)", err=True)
-        return study
-    return load_existing_study(spec, storage, study_name)
+    return study
 
 
 study_options = [
@@ -222,7 +236,7 @@ def status(spec_file: Path | None, storage: str | None, study_name: str | None, 
     study = _open_study(spec, storage, study_name)
     summary = report.summarize(study, top=top, limits=limits_for(spec, study))
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(jsonout.dumps(summary))
         return
     click.echo(report.format_summary(summary))
     table = report.format_table(summary)
@@ -243,7 +257,7 @@ def _staged_status(spec: Any, storage: str | None, top: int, as_json: bool) -> N
         stages.append({"stage": stage.name, "n_trials": stage.n_trials,
                        "started": study is not None, **(summary or {})})
     if as_json:
-        click.echo(json.dumps({"stages": stages}, indent=2, default=str))
+        click.echo(jsonout.dumps({"stages": stages}))
         return
     for index, stage in enumerate(stages):
         title = (f"Stage {index + 1} of {len(stages)}, {stage['stage']} "
@@ -296,23 +310,26 @@ def dashboard(spec_file: Path | None, storage: str | None, study_name: str | Non
     Example: hpo dashboard studies/quickstart.yaml --port 8080
     """
     from hpo import dashboard as board
-    from hpo.storage import mask_url, resolve_storage_url
+    from hpo.storage import mask_url, no_such_study, open_existing_storage
 
     board.check_binding(host, readonly, allow_remote_writes)
-    if spec_file is not None:
-        from hpo.spec import load_spec
-
-        url = resolve_storage_url(load_spec(spec_file), storage)
-    elif storage:
-        url = storage
-    else:
-        raise click.UsageError("give a study file or --storage")
-    app = board.make_app(url, readonly)
+    spec = _spec_of(spec_file, storage, study_name, whole_storage=True)
+    # Like status: a SQLite file that is not there is a typo, not a new empty database.
+    opened, url = open_existing_storage(spec, storage)
+    name = study_name or (spec.name if spec is not None and spec.stages is None else None)
+    page = ""
+    if name is not None:
+        try:
+            page = f"dashboard/studies/{opened.get_study_id_from_name(name)}"
+        except KeyError:
+            if study_name is not None:  # asked for by name: it must be there
+                raise no_such_study(opened, url, name) from None
+    app = board.make_app(opened, readonly)
     mode = " (read-only)" if readonly else ""
 
     def announce(bound_port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
-        click.echo(f"Dashboard for {mask_url(url)} at http://{shown}:{bound_port}/{mode}; "
+        click.echo(f"Dashboard for {mask_url(url)} at http://{shown}:{bound_port}/{page}{mode}; "
                    "Ctrl-C stops it", err=True)
 
     try:
@@ -327,20 +344,27 @@ def dashboard(spec_file: Path | None, storage: str | None, study_name: str | Non
 @_with_study_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("report.html"), show_default=True, help="The HTML file to write.")
-@click.option("--format", "fmt", type=click.Choice(["html", "png"]), default="html",
-              show_default=True, help="png also writes each figure as an image.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many best trials to list.")
+@click.option("--png", is_flag=True,
+              help="Also write each figure as a PNG beside the HTML (needs kaleido).")
+# The old spelling of --png: `--format` picks one format elsewhere (export), not "also".
+@click.option("--format", "fmt", type=click.Choice(["html", "png"]), hidden=True)
 def report_command(spec_file: Path | None, storage: str | None, study_name: str | None,
-                   out: Path, fmt: str) -> None:
+                   out: Path, top: int, png: bool, fmt: str | None) -> None:
     """Write one self-contained HTML report of the study (works offline).
 
-    Example: hpo report studies/quickstart.yaml --out report.html
+    Example: hpo report studies/quickstart.yaml --out report.html --top 20
     """
     from hpo.html_report import write_report
     from hpo.wisdom.edges import limits_for
 
+    if fmt == "png":
+        click.echo("hpo: --format png is now --png (the HTML is always written)", err=True)
     spec = _spec_of(spec_file, storage, study_name)
     study = _open_study(spec, storage, study_name)
-    written = write_report(study, out, png=fmt == "png", limits=limits_for(spec, study))
+    written = write_report(study, out, png=png or fmt == "png", top=top,
+                           limits=limits_for(spec, study))
     for path in written:
         click.echo(f"Wrote {path}")
 
@@ -372,7 +396,7 @@ def check(ctx: click.Context, spec_file: Path, params: tuple[str, ...], as_json:
     spec = load_spec(spec_file)
     results, setup_line = checks.run_checks(spec, parse_overrides(params))
     if as_json:
-        click.echo(json.dumps({"checks": [c.as_dict() for c in results]}, indent=2))
+        click.echo(jsonout.dumps({"checks": [c.as_dict() for c in results]}))
     else:
         click.echo(checks.format_checks(results, setup_line))
     ctx.exit(checks.exit_code(results))
@@ -407,7 +431,7 @@ def lr_find(spec_file: Path, params: tuple[str, ...], seeds: int, steps: int,
     if out is not None:
         finder.write_plot(found, out)
     if as_json:
-        click.echo(json.dumps(found.as_dict(), indent=2))
+        click.echo(jsonout.dumps(found.as_dict()))
     else:
         click.echo(finder.format_result(found))
     if out is not None:
@@ -457,3 +481,155 @@ def refine(spec_file: Path, out: Path, name: str | None, storage: str | None,
     for comment in refinement.comments.values():
         click.echo(f"  {comment}")
     click.echo(f"Wrote {out} (study {new_name!r}); run it: hpo run {out}")
+
+
+@main.command()
+@click.argument("path", required=False, default="study.yaml",
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--objective", metavar="FILE.py:FUNCTION",
+              help="Search your own function instead of the built-in trainer; a stub FILE.py "
+                   "is written beside the study file when there is none.")
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def init(path: Path, objective: str | None, force: bool) -> None:
+    """Write a commented starter study file that runs as written [default: study.yaml].
+
+    Without --objective it searches the built-in trainer on the digits dataset.
+
+    Example: hpo init my-study.yaml --objective train.py:objective
+    """
+    from hpo.spec import load_spec
+    from hpo.starter import write_starter
+
+    written = write_starter(path, objective, force)
+    spec = load_spec(path)  # what init writes must validate
+    for file in written:
+        click.echo(f"Wrote {file}")
+    if spec.objective.trainer:
+        click.echo(f"Next: hpo check {path}   (seconds), then: hpo run {path}")
+    else:
+        click.echo(f"Next: edit {spec.objective.callable.split(':')[0]}, then: hpo run {path}")
+
+
+@main.command(name="list")
+@click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--storage", help="Storage URL (instead of a study file's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the studies as JSON.")
+def list_command(spec_file: Path | None, storage: str | None, as_json: bool) -> None:
+    """List the studies in a storage: direction, trials by state, best value, last activity.
+
+    Example: hpo list studies/quickstart.yaml   or   hpo list --storage sqlite:///hpo.db
+    """
+    from hpo import catalog
+    from hpo.storage import dispose, open_existing_storage
+
+    spec = _spec_of(spec_file, storage, None, whole_storage=True)
+    opened, _ = open_existing_storage(spec, storage)
+    try:
+        rows = catalog.study_rows(opened)
+    finally:
+        dispose(opened)
+    click.echo(jsonout.dumps({"studies": rows}) if as_json else catalog.format_rows(rows))
+
+
+@main.command()
+@_with_study_options
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="yaml: the params, ready to paste; json: "
+              '{"number", "value", "params"}.')
+def best(spec_file: Path | None, storage: str | None, study_name: str | None, fmt: str) -> None:
+    """Print the best trial's value and params (YAML ready to paste as fixed values).
+
+    Example: hpo best studies/quickstart.yaml > best.yaml
+    """
+    import yaml
+
+    from hpo import report
+
+    spec = _spec_of(spec_file, storage, study_name)
+    study = _open_study(spec, storage, study_name)
+    ranked = report.ranked(study, study.get_trials(deepcopy=False))
+    if not ranked:
+        raise HpoError(f"study {study.study_name!r} has no completed trial yet; `hpo status` "
+                       "shows its trials")
+    trial = ranked[0]
+    if fmt == "json":
+        click.echo(jsonout.dumps({"number": trial.number, "value": trial.value,
+                                  "params": trial.params}))
+        return
+    click.echo(f"# best {report.metric_name(study)} {trial.value:.6g}: trial {trial.number} "
+               f"of study {study.study_name}")
+    click.echo(yaml.safe_dump(trial.params, sort_keys=False), nl=False)
+
+
+@main.command(name="enqueue")
+@spec_argument
+@click.argument("values", nargs=-1, metavar="[NAME=VALUE]...")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A YAML or JSON file of a configuration (or a list of them); `hpo best` "
+                   "writes one.")
+@click.option("--storage", help="Storage URL; overrides $HPO_STORAGE and the file's storage.")
+def enqueue_command(spec_file: Path, values: tuple[str, ...], from_file: Path | None,
+                    storage: str | None) -> None:
+    """Queue configurations for the next run to evaluate first (they count against n_trials).
+
+    Each value is checked against the search space; entries left out are the sampler's.
+
+    Example: hpo enqueue studies/quickstart.yaml lr=0.003 optimizer=adam
+    """
+    from hpo import enqueue as queue
+    from hpo.spec import load_spec, parse_assignments
+    from hpo.storage import mask_url
+
+    spec = load_spec(spec_file)
+    if spec.stages is not None:
+        raise HpoError(f"{spec_file}: stages: each stage enqueues the best of the one before; "
+                       "to run a configuration first, add it to `enqueue:` in the file")
+    if spec.sampler.type == "grid":
+        raise HpoError(f"{spec_file}: sampler: the grid sampler runs every point of the grid "
+                       "already; use sampler type tpe or random to enqueue configurations")
+    configurations = [parse_assignments(values, "", "lr=0.01")] if values else []
+    if from_file is not None:
+        configurations += queue.read_configurations(from_file)
+    if not configurations:
+        raise click.UsageError("give NAME=VALUE pairs or --from FILE")
+    for i, params in enumerate(configurations):
+        where = "enqueue" if values and i == 0 else f"--from {from_file}"
+        queue.check_configuration(spec, params, where)
+    url = queue.enqueue(spec, configurations, storage)
+    left_out = queue.left_to_sampler(spec, configurations)
+    one = len(configurations) == 1
+    click.echo(f"Queued {len(configurations)} configuration{'' if one else 's'} in study "
+               f"{spec.name!r} ({mask_url(url)}); the next `hpo run` runs "
+               f"{'it' if one else 'them'} first")
+    if left_out:
+        click.echo(f"The sampler picks what they leave out: {', '.join(left_out)}")
+
+
+@main.command()
+@_with_study_options
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete(spec_file: Path | None, storage: str | None, study_name: str | None,
+           yes: bool) -> None:
+    """Delete a study and all its trials (every stage's, for a staged file); asks first.
+
+    Example: hpo delete studies/quickstart.yaml
+    """
+    from hpo import catalog, report
+    from hpo.storage import mask_url, resolve_storage_url
+
+    spec = _spec_of(spec_file, storage, study_name)
+    if spec is not None and spec.stages is not None and study_name is None:
+        from hpo.wisdom.stages import started_stage_studies
+
+        studies = [study for _, study in started_stage_studies(spec, storage)]
+    else:
+        studies = [_open_study(spec, storage, study_name)]
+    where = mask_url(resolve_storage_url(spec, storage) if spec is not None else storage)
+    for study in studies:
+        counts = report.format_counts(report.state_counts(study.get_trials(deepcopy=False)))
+        click.echo(f"Study {study.study_name!r} in {where}: {counts}")
+    if not yes:
+        which = "these studies and their" if len(studies) > 1 else "this study and its"
+        click.confirm(f"Delete {which} trials? This cannot be undone", abort=True)
+    catalog.delete_studies(studies)
+    click.echo(f"Deleted {', '.join(repr(s.study_name) for s in studies)}")

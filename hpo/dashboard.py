@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
-from hpo.storage import open_storage
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -47,11 +49,11 @@ def read_only(app: WSGIApp) -> WSGIApp:
     return guarded
 
 
-def make_app(url: str, readonly: bool) -> WSGIApp:
-    """The optuna-dashboard WSGI app over the storage at `url`."""
+def make_app(storage: BaseStorage, readonly: bool) -> WSGIApp:
+    """The optuna-dashboard WSGI app over an opened storage."""
     import optuna_dashboard
 
-    app = optuna_dashboard.wsgi(open_storage(url))
+    app = optuna_dashboard.wsgi(storage)
     return read_only(app) if readonly else app
 
 

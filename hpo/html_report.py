@@ -134,10 +134,10 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
     return page, drawn
 
 
-def write_report(study: optuna.Study, out: Path, png: bool = False,
+def write_report(study: optuna.Study, out: Path, png: bool = False, top: int = 10,
                  limits: Limits | None = None) -> list[Path]:
     """Write the HTML report (and, with `png`, each figure as an image); returns the files."""
-    page, drawn = render(study, limits=limits)
+    page, drawn = render(study, top=top, limits=limits)
     out.write_text(page)
     written = [out]
     if png:

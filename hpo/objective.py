@@ -188,6 +188,7 @@ def _trainer_objective(spec: StudySpec) -> Objective:
             "expected_initial_loss": round(result.expected_initial_loss, 6),
             "n_params": result.n_params,
             "device": result.device,
+            "threads": result.threads,
             "train_seconds": round(result.train_seconds, 3),
             **{name: _finite_or_none(values) for name, values in result.history.items()},
         }

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
+from hpo import jsonout
 from hpo.divergence import DIVERGED
 from hpo.wisdom.edges import Limits, edge_warnings
 
@@ -90,6 +91,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ran_line(outcomes: dict[str, int], how: str, seconds: float, where: str) -> str:
+    """`Ran 12 trials with 2 workers in 30.1 s (10 complete, 2 pruned); stored in URL`: the
+    trials this command's workers ran to an end, whatever other workers did meanwhile."""
+    total = sum(outcomes.values())
+    counts = {state: outcomes[state] for state in STATE_ORDER if outcomes.get(state)}
+    detail = f" ({format_counts(counts)})" if counts else ""
+    return (f"Ran {total} trial{'' if total == 1 else 's'}{how} in {seconds:.1f} s{detail}; "
+            f"stored in {where}")
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The top trials as an aligned text table."""
     rows = summary["top"]
@@ -101,9 +112,14 @@ def format_table(summary: dict[str, Any]) -> str:
         [str(r["number"]), f"{r['value']:.6g}", *(short(r["params"].get(n, "")) for n in names)]
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return aligned([header, *body])
+
+
+def aligned(rows: list[list[str]]) -> str:
+    """Rows of cells as a text table, each column as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [header, *body])
+                     for row in rows)
 
 
 def short(value: Any) -> str:
@@ -131,7 +147,7 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def to_json(records: list[dict[str, Any]]) -> str:
-    return json.dumps(records, indent=2, default=str, allow_nan=True) + "\n"
+    return jsonout.dumps(records) + "\n"
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
@@ -154,7 +170,7 @@ def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        return json.dumps(jsonout.finite(value))
     return value
 
 

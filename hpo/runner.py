@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hpo")
 
-# A run whose trials keep raising is most likely a bug in the objective, not bad luck.
-MAX_FAILURES_IN_A_ROW = 5
 # How often a worker whose budget is taken by others' running trials looks again.
 WAIT_POLL_S = 0.5
 
@@ -59,10 +58,15 @@ class RunOptions:
 class RunResult:
     study: optuna.Study | None  # None when a signal came before the study was opened
     storage_url: str  # masked
-    trials_run: int
+    # The trials this command ran to an end, by final state: {"COMPLETE": 8, "PRUNED": 2}.
+    outcomes: dict[str, int]
     seconds: float
     summary: dict[str, Any] | None  # report.summarize(study) at the end
     stopped_by: signal.Signals | None = None
+
+    @property
+    def trials_run(self) -> int:
+        return sum(self.outcomes.values())
 
     @property
     def exit_code(self) -> int:
@@ -136,7 +140,7 @@ class _Worker:
                     lambda: create_or_load_study(self.spec, self.storage, self.url, self.lock),
                     "opening the study")
             except Interrupted:
-                return RunResult(None, mask_url(self.url), 0, time.perf_counter() - started,
+                return RunResult(None, mask_url(self.url), {}, time.perf_counter() - started,
                                  None, self.signals.received)
             if self.spec.heartbeat:
                 self.reaper = Reaper(self.study, self.spec.heartbeat)
@@ -144,7 +148,7 @@ class _Worker:
             # its point inside `ask`, so a grid study keeps the lock until `ask` returns, or
             # two workers could pick the same point.
             self.study.on_ask = self.lock.release if self.grid_size is None else None
-            trials_run = self._loop(started)
+            outcomes = self._loop(started)
         try:
             summary = self.retrying(self._summarize, "summarizing the study")
         except Exception:
@@ -153,7 +157,7 @@ class _Worker:
             summary = None  # stopped while the database was away: nothing more to show
         if self.options.write_note and summary is not None:
             write_study_note(self.study, self.spec, self.url, summary)
-        return RunResult(self.study, mask_url(self.url), trials_run,
+        return RunResult(self.study, mask_url(self.url), outcomes,
                          time.perf_counter() - started, summary, self.signals.received)
 
     def _summarize(self) -> dict[str, Any]:
@@ -162,7 +166,7 @@ class _Worker:
 
         return report.summarize(self.study, limits=limits_for(self.spec))
 
-    def _loop(self, started: float) -> int:
+    def _loop(self, started: float) -> dict[str, int]:
         timeout = self.options.timeout or self.spec.timeout
         finished = budget.finished_count(budget.count_by_state(self.study))
         # The bar's best is the study's at start, then this worker's: reading the study's best
@@ -170,7 +174,7 @@ class _Worker:
         best = _best_value(self.study)
         pick_best = max if self.spec.direction == "maximize" else min
         progress = progress_bar(self.spec, self.budget, finished, self.options.quiet)
-        trials_run = 0
+        outcomes: Counter[str] = Counter()
         with progress:
             while not self.signals.stop.is_set():
                 if timeout is not None and time.perf_counter() - started >= timeout:
@@ -184,13 +188,14 @@ class _Worker:
                     continue
                 self.waited_for = ()
                 outcome = self.trials(self.study, trial)
-                trials_run += 1
-                if self.trials.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+                outcomes[outcome.state.name] += 1
+                if self.trials.failures_in_a_row >= self.spec.max_failures_in_a_row:
                     error = self.trials.last_error
                     raise HpoError(
                         f"{self.trials.failures_in_a_row} trials in a row failed, the last "
                         f"with {type(error).__name__}: {error}; fix the objective (run with "
-                        "--debug for the traceback)"
+                        "--debug for the traceback), or raise max_failures_in_a_row in "
+                        "the study file"
                     ) from error
                 if outcome.value is not None:
                     best = outcome.value if best is None else pick_best(best, outcome.value)
@@ -201,7 +206,7 @@ class _Worker:
                 counts = self.retrying(lambda: budget.count_by_state(self.study),
                                        "counting trials")
                 progress.update(budget.finished_count(counts) - progress.n)
-        return trials_run
+        return dict(outcomes)
 
     def _step(self) -> tuple[Move, int, optuna.Trial | None]:
         """Under the study lock: reap, count, decide; claim and ask a trial if starting."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -16,6 +19,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -26,7 +30,7 @@ Choice = bool | int | float | str | None
 # Spec fields that size one run rather than define the study: they may differ between runs
 # and workers of the same study, so they are left out of the stored spec that runs must match.
 # (Heartbeat settings are not among them: a worker reaps others' trials by its own `grace`.)
-RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage")
+RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage", "max_failures_in_a_row")
 
 
 def closest(word: str, candidates: list[str]) -> str | None:
@@ -35,26 +39,36 @@ def closest(word: str, candidates: list[str]) -> str | None:
     return matches[0] if matches else None
 
 
+class Problems(list):
+    """The mistakes found in a file, collected so that all of them are reported at once."""
+
+    @contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Record a ValueError raised in the block as one problem, and go on."""
+        try:
+            yield
+        except ValueError as e:
+            self.append(str(e))
+
+    def raise_any(self) -> None:
+        if self:
+            raise ValueError("\n".join(self))
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    """`did you mean 'x'? ` for the candidate `word` was most likely meant to be, else ``."""
+    hint = closest(word, candidates)
+    return f"did you mean {hint!r}? " if hint else ""
+
+
 def _unknown_key_message(key: str, allowed: list[str]) -> str:
-    hint = closest(key, allowed)
-    did_you_mean = f"did you mean {hint!r}? " if hint else ""
-    return f"unknown key {key!r}; {did_you_mean}allowed keys: {', '.join(allowed)}"
+    return f"unknown key {key!r}; {did_you_mean(key, allowed)}allowed keys: {', '.join(allowed)}"
 
 
 class _Strict(BaseModel):
-    """A spec section: unknown keys are errors that suggest the key that was meant."""
+    """A spec section: unknown keys are errors (`_format_error` suggests the key meant)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = list(cls.model_fields)
-            for key in data:
-                if key not in allowed:
-                    raise ValueError(_unknown_key_message(str(key), allowed))
-        return data
 
 
 class LimitsSpec(_Strict):
@@ -360,9 +374,24 @@ class ObjectiveSpec(_Strict):
             raise ValueError("give exactly one of callable (your function) or trainer: mlp")
         if self.trainer and self.data is None:
             raise ValueError("trainer: mlp needs data, e.g. data: {dataset: digits}")
-        if self.callable and self.data is not None:
-            raise ValueError("data, model and train configure trainer: mlp, not a callable")
+        trainer_sections = sorted({"data", "model", "train"} & self.model_fields_set)
+        if self.callable and trainer_sections:
+            # Silently ignored, a user's `epochs: 5` would do nothing.
+            listed = " and ".join(trainer_sections)
+            verb = "configure" if len(trainer_sections) > 1 else "configures"
+            raise ValueError(f"{listed} {verb} the built-in trainer (trainer: mlp), not a "
+                             f"callable; remove {listed}, or read such settings in your function")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_sections(self, handler: Any) -> dict[str, Any]:
+        # A callable's spec, printed or stored, must validate again: the trainer's sections
+        # (at their defaults) would be refused beside it.
+        data = handler(self)
+        if self.callable:
+            for section in ("data", "model", "train"):
+                data.pop(section, None)
+        return data
 
 
 # Search-space names the built-in trainer consumes, beyond the fields of model and train.
@@ -392,6 +421,9 @@ class StudySpec(_Strict):
     n_trials: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     storage: str | None = None
+    # A worker whose trials keep raising stops: most likely a bug in the objective, not bad
+    # luck. Failed trials do not count against n_trials, so there is always some limit.
+    max_failures_in_a_row: int = Field(default=5, ge=1)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     heartbeat: HeartbeatSpec | Literal[False] = HeartbeatSpec()
@@ -411,16 +443,19 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _check_whole_study(self) -> StudySpec:
+        # Every problem at once, one line each: a user fixes them all in one pass.
+        problems = Problems()
         if self.stages is not None:
-            _check_stages(self)
+            _check_stages(self, problems)
         elif self.n_trials is None and self.timeout is None:
-            raise ValueError("n_trials: set n_trials (or a timeout) so the study can end")
-        _check_conditions(self.search_space)
-        _check_enqueue(self.enqueue, self.search_space)
+            problems.append("n_trials: set n_trials (or a timeout) so the study can end")
+        _check_conditions(self.search_space, problems)
+        _check_enqueue(self.enqueue, self.search_space, problems)
         if self.sampler.type == "grid":
-            _check_grid(self.search_space)
+            _check_grid(self.search_space, problems)
         if self.objective.trainer:
-            _check_trainer(self)
+            _check_trainer(self, problems)
+        problems.raise_any()
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -442,30 +477,32 @@ class StudySpec(_Strict):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _check_conditions(space: dict[str, Any]) -> None:
-    names = list(space)
+def _check_conditions(space: dict[str, Any], problems: Problems) -> None:
+    names, found_before = list(space), len(problems)
     for name, entry in space.items():
         for parent, values in (entry.when or {}).items():
-            where = f"search_space.{name}.when.{parent}"
-            if parent not in space or parent == name:
-                hint = closest(parent, [n for n in names if n != name])
-                suffix = f"; did you mean {hint!r}?" if hint else ""
-                raise ValueError(
-                    f"{where}: names {parent!r}, which is not in search_space{suffix}"
-                )
-            parent_entry = space[parent]
-            if not isinstance(parent_entry, CategoricalParam):
-                raise ValueError(
-                    f"{where}: {parent!r} must be a categorical entry to condition on"
-                )
-            for value in values:
-                if value not in parent_entry.choices:
-                    raise ValueError(
-                        f"{where}: {value!r} is not one of {parent!r}'s choices "
-                        f"{parent_entry.choices}"
-                    )
+            with problems.collecting():
+                _check_condition(space, name, parent, values)
+    if len(problems) > found_before:
+        return  # a cycle is only looked for among conditions that name real parents
     for name in names:
-        _check_no_cycle(space, name, [])
+        with problems.collecting():
+            _check_no_cycle(space, name, [])
+
+
+def _check_condition(space: dict[str, Any], name: str, parent: str, values: list) -> None:
+    where = f"search_space.{name}.when.{parent}"
+    if parent not in space or parent == name:
+        hint = closest(parent, [n for n in space if n != name])
+        suffix = f"; did you mean {hint!r}?" if hint else ""
+        raise ValueError(f"{where}: names {parent!r}, which is not in search_space{suffix}")
+    parent_entry = space[parent]
+    if not isinstance(parent_entry, CategoricalParam):
+        raise ValueError(f"{where}: {parent!r} must be a categorical entry to condition on")
+    for value in values:
+        if value not in parent_entry.choices:
+            raise ValueError(f"{where}: {value!r} is not one of {parent!r}'s choices "
+                             f"{parent_entry.choices}")
 
 
 def fits(entry: Any, value: Any) -> bool:
@@ -474,83 +511,100 @@ def fits(entry: Any, value: Any) -> bool:
         return value in entry.choices
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return entry.low <= value <= entry.high
+    if isinstance(entry, IntParam) and value != int(value):
+        return False
+    if not entry.low <= value <= entry.high:
+        return False
+    if entry.step is None:
+        return True
+    # Optuna ignores an enqueued value between steps (and samples one), so it does not fit.
+    steps = (value - entry.low) / entry.step
+    return abs(steps - round(steps)) < 1e-8
 
 
-def _check_enqueue(enqueue: list[dict[str, Any]], space: dict[str, Any]) -> None:
+def _check_enqueue(enqueue: list[dict[str, Any]], space: dict[str, Any],
+                   problems: Problems) -> None:
     for i, params in enumerate(enqueue):
         for name, value in params.items():
             entry = space.get(name)
             if entry is not None and not fits(entry, value):
-                allowed = (entry.choices if isinstance(entry, CategoricalParam)
-                           else f"{entry.low} .. {entry.high}")
-                raise ValueError(f"enqueue.{i}.{name}: {value!r} is outside the entry's "
-                                 f"range ({allowed}); enqueue a value it can take")
+                problems.append(f"enqueue.{i}.{name}: {value!r} is outside the entry's range "
+                                f"({allowed_values(entry)}); enqueue a value it can take")
+
+
+def allowed_values(entry: Any) -> str:
+    """The values a search-space entry can take, as a person reads them."""
+    if isinstance(entry, CategoricalParam):
+        return ", ".join(map(repr, entry.choices))
+    step = f" in steps of {entry.step}" if entry.step not in (None, 1) else ""
+    return f"{entry.low} .. {entry.high}{step}"
 
 
 # The fewest trials a stage that the next one is refined from may have (hpo.wisdom.refine).
 MIN_TRIALS_TO_REFINE = 5
 
 
-def _check_stages(spec: StudySpec) -> None:
+def _check_stages(spec: StudySpec, problems: Problems) -> None:
     stages = spec.stages
     if not stages:
-        raise ValueError("stages: list at least one stage, e.g. - {name: lr, n_trials: 10, "
-                         "params: [lr]}")
+        problems.append("stages: list at least one stage, e.g. - {name: lr, n_trials: 10, "
+                        "params: [lr]}")
+        return
     if spec.n_trials is not None:
-        raise ValueError("n_trials: a staged study sets n_trials in each stage; remove the "
-                         "top-level n_trials")
+        problems.append("n_trials: a staged study sets n_trials in each stage; remove the "
+                        "top-level n_trials")
     if spec.sampler.type == "grid":
-        raise ValueError("stages: the grid sampler cannot be staged (refined ranges are "
-                         "continuous); use sampler type tpe or random")
-    names = [stage.name for stage in stages]
+        problems.append("stages: the grid sampler cannot be staged (refined ranges are "
+                        "continuous); use sampler type tpe or random")
     valued: set[str] = set()  # entries with a value from this stage or an earlier one
     for i, stage in enumerate(stages):
-        where = f"stages.{i}"
-        if stage.name in names[:i]:
-            raise ValueError(f"{where}.name: {stage.name!r} names two stages; give each its own")
         params = list(spec.search_space) if stage.params is None else stage.params
-        for key, listed in (("params", params), ("fixed", list(stage.fixed))):
-            for name in listed:
-                if name not in spec.search_space:
-                    hint = closest(name, list(spec.search_space))
-                    suffix = f"; did you mean {hint!r}?" if hint else ""
-                    raise ValueError(f"{where}.{key}: {name!r} is not in search_space{suffix}")
-        both = set(params) & set(stage.fixed)
-        if both:
-            raise ValueError(f"{where}: {sorted(both)[0]!r} is both searched (params) and "
-                             "fixed; keep one")
-        if i < len(stages) - 1 and stage.n_trials < MIN_TRIALS_TO_REFINE:
-            raise ValueError(f"{where}.n_trials: the next stage is refined from this one's top "
-                             f"trials, which needs at least {MIN_TRIALS_TO_REFINE}; got "
-                             f"{stage.n_trials}")
         valued |= set(params) | set(stage.fixed)
-        for name in params:
-            for parent in spec.search_space[name].when or {}:
-                if parent not in valued:
-                    raise ValueError(f"{where}.params: {name!r} depends on {parent!r} (when:), "
-                                     f"which has no value in this stage; search or fix "
-                                     f"{parent!r} too")
-        if spec.objective.callable:
-            missing = [n for n in spec.search_space if n not in valued]
-            if missing:
-                raise ValueError(f"{where}: {missing[0]!r} has no value in this stage: a "
-                                 "callable objective reads every entry, so add it to params "
-                                 "or to fixed")
-            if stage.train:
-                raise ValueError(f"{where}.train: train settings are the built-in trainer's; "
-                                 "this objective is a callable (use fixed: for its entries)")
-        elif stage.train:
-            try:
-                TrainSpec.model_validate({**spec.objective.train.model_dump(), **stage.train})
-            except ValidationError as e:
-                error = e.errors()[0]
-                field = ".".join(str(p) for p in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
-                if error["type"] not in ("value_error", "missing") and field:
-                    message += f" (got {error.get('input')!r})"
-                raise ValueError(f"{where}.train{'.' + field if field else ''}: {message}"
-                                 ) from None
+        with problems.collecting():
+            _check_stage(spec, i, params, valued)
+
+
+def _check_stage(spec: StudySpec, i: int, params: list[str], valued: set[str]) -> None:
+    stage, where = spec.stages[i], f"stages.{i}"
+    if stage.name in [s.name for s in spec.stages[:i]]:
+        raise ValueError(f"{where}.name: {stage.name!r} names two stages; give each its own")
+    for key, listed in (("params", params), ("fixed", list(stage.fixed))):
+        for name in listed:
+            if name not in spec.search_space:
+                hint = closest(name, list(spec.search_space))
+                suffix = f"; did you mean {hint!r}?" if hint else ""
+                raise ValueError(f"{where}.{key}: {name!r} is not in search_space{suffix}")
+    both = set(params) & set(stage.fixed)
+    if both:
+        raise ValueError(f"{where}: {sorted(both)[0]!r} is both searched (params) and "
+                         "fixed; keep one")
+    if i < len(spec.stages) - 1 and stage.n_trials < MIN_TRIALS_TO_REFINE:
+        raise ValueError(f"{where}.n_trials: the next stage is refined from this one's top "
+                         f"trials, which needs at least {MIN_TRIALS_TO_REFINE}; got "
+                         f"{stage.n_trials}")
+    for name in params:
+        for parent in spec.search_space[name].when or {}:
+            if parent not in valued:
+                raise ValueError(f"{where}.params: {name!r} depends on {parent!r} (when:), "
+                                 f"which has no value in this stage; search or fix "
+                                 f"{parent!r} too")
+    if spec.objective.callable:
+        missing = [n for n in spec.search_space if n not in valued]
+        if missing:
+            raise ValueError(f"{where}: {missing[0]!r} has no value in this stage: a "
+                             "callable objective reads every entry, so add it to params "
+                             "or to fixed")
+        if stage.train:
+            raise ValueError(f"{where}.train: train settings are the built-in trainer's; "
+                             "this objective is a callable (use fixed: for its entries)")
+    elif stage.train:
+        try:
+            TrainSpec.model_validate({**spec.objective.train.model_dump(), **stage.train})
+        except ValidationError as e:
+            raise ValueError("\n".join(
+                f"{where}.train{'.' + field if field else ''}: {message}"
+                for field, message in (describe_error(error, TrainSpec) for error in e.errors())
+            )) from None
 
 
 def _check_no_cycle(space: dict[str, Any], name: str, path: list[str]) -> None:
@@ -561,57 +615,55 @@ def _check_no_cycle(space: dict[str, Any], name: str, path: list[str]) -> None:
         _check_no_cycle(space, parent, [*path, name])
 
 
-def _check_trainer(spec: StudySpec) -> None:
+def _check_trainer(spec: StudySpec, problems: Problems) -> None:
     expected = TRAINER_METRICS.get(spec.metric)
     if expected is None:
-        raise ValueError(
-            f"metric: the mlp trainer reports {', '.join(TRAINER_METRICS)}; got {spec.metric!r}"
-        )
-    if spec.direction != expected:
-        raise ValueError(f"direction: {spec.metric} needs direction: {expected}")
-    names = {"initializer": INITIALIZERS, "optimizer": OPTIMIZERS, "activation": ACTIVATIONS}
+        problems.append(f"metric: the mlp trainer reports {', '.join(TRAINER_METRICS)}; got "
+                        f"{spec.metric!r}")
+    elif spec.direction != expected:
+        problems.append(f"direction: {spec.metric} needs direction: {expected}")
     for name, entry in spec.search_space.items():
-        if name not in TRAINER_PARAMS:
-            hint = closest(name, list(TRAINER_PARAMS))
-            suffix = f"did you mean {hint!r}? " if hint else ""
-            raise ValueError(
-                f"search_space.{name}: the mlp trainer does not use {name!r}; {suffix}"
-                f"it uses: {', '.join(TRAINER_PARAMS)}"
-            )
-        allowed = names.get(name)
-        if allowed and isinstance(entry, CategoricalParam):
-            for choice in entry.choices:
-                if choice not in allowed:
-                    raise ValueError(
-                        f"search_space.{name}.choices: unknown {name} {choice!r}; "
-                        f"allowed: {', '.join(allowed)}"
-                    )
-    hidden = spec.search_space.get("hidden")
-    if isinstance(hidden, CategoricalParam):
-        for choice in hidden.choices:
+        with problems.collecting():
+            _check_trainer_entry(name, entry)
+    if "hidden" in spec.search_space and (
+        {"hidden_units", "n_layers"} & set(spec.search_space)
+    ):
+        problems.append("search_space: search hidden, or hidden_units and n_layers, not both")
+
+
+def _check_trainer_entry(name: str, entry: Any) -> None:
+    if name not in TRAINER_PARAMS:
+        raise ValueError(f"search_space.{name}: the mlp trainer does not use {name!r}; "
+                         f"{did_you_mean(name, list(TRAINER_PARAMS))}it uses: "
+                         f"{', '.join(TRAINER_PARAMS)}")
+    allowed = {"initializer": INITIALIZERS, "optimizer": OPTIMIZERS,
+               "activation": ACTIVATIONS}.get(name)
+    if allowed and isinstance(entry, CategoricalParam):
+        for choice in entry.choices:
+            if choice not in allowed:
+                raise ValueError(f"search_space.{name}.choices: unknown {name} {choice!r}; "
+                                 f"allowed: {', '.join(allowed)}")
+    if name == "hidden" and isinstance(entry, CategoricalParam):
+        for choice in entry.choices:
             if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*|[1-9]\d*x[1-9]\d*", str(choice)):
                 raise ValueError(
                     f"search_space.hidden.choices: {choice!r} is not a layer shape; write 128 "
                     '(one layer), "128,64" (one width a layer) or "128x3" (3 layers of 128)'
                 )
-    if "hidden" in spec.search_space and (
-        {"hidden_units", "n_layers"} & set(spec.search_space)
-    ):
-        raise ValueError("search_space: search hidden, or hidden_units and n_layers, not both")
 
 
-def _check_grid(space: dict[str, Any]) -> None:
+def _check_grid(space: dict[str, Any], problems: Problems) -> None:
     if not space:
-        raise ValueError("search_space: the grid sampler needs at least one entry")
+        problems.append("search_space: the grid sampler needs at least one entry")
     for name, entry in space.items():
         if not entry.is_finite:
-            raise ValueError(
+            problems.append(
                 f"search_space.{name}: the grid sampler needs finite values, but this float "
                 f"range has none; add a step (e.g. step: {(entry.high - entry.low) / 4:g}) "
                 "or use sampler type random or tpe"
             )
         if entry.when:
-            raise ValueError(
+            problems.append(
                 f"search_space.{name}.when: the grid sampler cannot run conditional entries; "
                 "drop when: or use sampler type random or tpe"
             )
@@ -629,10 +681,45 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return ".".join(p for p in parts if not _UNION_MEMBER.match(p))
 
 
-def _format_error(path: Path, error: dict[str, Any]) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The spec sections a field's annotation can hold (inside lists, dicts and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _type_tags(model: type[BaseModel]) -> tuple[Any, ...]:
+    """The `type:` values that pick this model in a discriminated union (none if untagged)."""
+    field = model.model_fields.get("type")
+    return typing.get_args(field.annotation) if field is not None else ()
+
+
+def _section_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The section (model) that holds the key at the end of an error's location."""
+    model: type[BaseModel] | None = root
+    pending: list[type[BaseModel]] = []  # a union's members, until the location picks one
+    for part in loc[:-1]:
+        if pending:
+            chosen = [m for m in pending if part in (m.__name__, *_type_tags(m))]
+            if chosen:
+                model, pending = chosen[0], []
+            continue  # a dict key or list index on the way to the member
+        if model is not None and part in model.model_fields:
+            found = _models_in(model.model_fields[part].annotation)
+            model, pending = (found[0], []) if len(found) == 1 else (None, found)
+    return model
+
+
+def describe_error(error: dict[str, Any], root: type[BaseModel] = BaseModel
+                   ) -> tuple[str, str]:
+    """A pydantic error as (dotted field, message for a person)."""
     where = _format_location(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "union_tag_invalid":
+    if error["type"] == "extra_forbidden":
+        section = _section_at(error["loc"], root)
+        allowed = list(section.model_fields) if section is not None else []
+        message = _unknown_key_message(str(error["loc"][-1]), allowed)
+    elif error["type"] == "union_tag_invalid":
         tag = error["ctx"]["tag"]
         hint = closest(tag, list(PARAM_TYPES))
         message = f"unknown type {tag!r}; " + (f"did you mean {hint!r}? " if hint else "")
@@ -642,8 +729,30 @@ def _format_error(path: Path, error: dict[str, Any]) -> str:
     elif error["type"] not in ("value_error", "missing") and "input" in error:
         if not isinstance(error["input"], dict):
             message += f" (got {error['input']!r})"
-    prefix = f"{path}: {where}: " if where else f"{path}: "
-    return prefix + message
+    return where, message
+
+
+def _format_errors(path: Path, errors: list[dict[str, Any]]) -> list[str]:
+    """One line per problem, each naming the file and the field."""
+    lines = []
+    model_errors = [_format_location(e["loc"]) for e in errors if e["type"] != "literal_error"]
+    # `hihg: 1` is one mistake, not also a missing `high`: the unknown key's line says it.
+    misspelt = {(e["loc"][:-1], closest(str(e["loc"][-1]), list(section.model_fields)))
+                for e in errors if e["type"] == "extra_forbidden"
+                and (section := _section_at(e["loc"], StudySpec)) is not None}
+    for error in errors:
+        if error["type"] == "missing" and (error["loc"][:-1], error["loc"][-1]) in misspelt:
+            continue
+        if error["type"] == "literal_error" and any(
+            where.startswith(_format_location(error["loc"])) for where in model_errors
+        ):
+            continue  # `divergence: {fator: 2}` is a bad mapping, not a bad `false`
+        where, message = describe_error(error, StudySpec)
+        # A whole-study check reports all its problems in one error, a line each.
+        for line in message.splitlines():
+            lines.append(f"{path}: {where}: {line}" if where else f"{path}: {line}")
+    # A wrong value in a union is reported once per member tried; say it once.
+    return list(dict.fromkeys(lines))
 
 
 def parse_spec(data: Any, path: Path) -> StudySpec:
@@ -653,9 +762,21 @@ def parse_spec(data: Any, path: Path) -> StudySpec:
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_format_error(path, e.errors()[0])) from None
+        raise SpecError("\n".join(_format_errors(path, e.errors()))) from None
     spec._source = path.absolute()
     return spec
+
+
+def parse_assignments(pairs: tuple[str, ...], flag: str, example: str) -> dict[str, Any]:
+    """`NAME=VALUE` command-line words, each value read as a YAML scalar (0.01, adam, true),
+    as the study file would read it."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or not name:
+            raise SpecError(f"{flag}{pair!r}: write NAME=VALUE, e.g. {flag}{example}")
+        values[name] = yaml.safe_load(text) if text else ""
+    return values
 
 
 def load_spec(path: str | Path) -> StudySpec:

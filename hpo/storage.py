@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo.errors import StorageError
+from hpo.spec import did_you_mean
 
 if TYPE_CHECKING:
     import optuna
@@ -182,8 +183,12 @@ def load_existing_study(
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise StorageError(
-            f"no study named {study_name!r} in {mask_url(url)}; it has: "
-            f"{', '.join(names) or 'no studies'}"
-        ) from None
+        raise no_such_study(storage, url, study_name) from None
+
+
+def no_such_study(storage: BaseStorage, url: str, study_name: str) -> StorageError:
+    """The error for a study name the storage does not hold, listing the names it does."""
+    names = [s.study_name for s in storage.get_all_studies()]
+    return StorageError(f"no study named {study_name!r} in {mask_url(url)}; "
+                        f"{did_you_mean(study_name, names)}it has: "
+                        f"{', '.join(names) or 'no studies'}")

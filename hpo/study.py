@@ -15,6 +15,8 @@ identities, so an existing study keeps running as it was created, or is refused 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -64,6 +66,11 @@ def upgraded_identity(stored: dict[str, Any], version: int, current: dict[str, A
         data = {**stored, "n_trials": 1}
         if "heartbeat" in current:
             data["heartbeat"] = current["heartbeat"]
+        objective = data.get("objective")
+        if isinstance(objective, dict) and objective.get("callable"):
+            # ... and the trainer's sections at their defaults, which a callable now refuses.
+            data["objective"] = {k: v for k, v in objective.items()
+                                 if k not in ("data", "model", "train")}
         try:
             stored = StudySpec.model_validate(data).identity()
         except ValidationError:
@@ -135,3 +142,22 @@ def create_or_load_study(spec: StudySpec, storage: BaseStorage, url: str,
     finally:
         lock.release()
     return study
+
+
+@contextmanager
+def opened_study(spec: StudySpec, cli_url: str | None = None
+                 ) -> Iterator[tuple[ClaimingStudy, str]]:
+    """The spec's study and its storage URL, for writing outside a worker's loop: created
+    on first use as a worker creates it, refused if made from another spec. The storage's
+    connections are closed when the block ends."""
+    from hpo.locking import StudyLock
+    from hpo.optuna_compat import rdb_backend
+    from hpo.storage import dispose, open_storage, resolve_storage_url
+
+    url = resolve_storage_url(spec, cli_url)
+    storage = open_storage(url)
+    try:
+        lock = StudyLock(rdb_backend(storage), spec.name)
+        yield create_or_load_study(spec, storage, url, lock), url
+    finally:
+        dispose(storage)

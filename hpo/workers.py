@@ -9,21 +9,25 @@ time after a signal, it terminates them.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo import budget, optuna_compat
 from hpo.errors import HpoError
-from hpo.locking import StudyLock
 from hpo.note import write_study_note
 from hpo.runner import RunOptions, RunResult, progress_bar
 from hpo.signals import EXIT_CODES
-from hpo.storage import STORAGE_ENV, dispose, mask_url, open_storage, resolve_storage_url
-from hpo.study import create_or_load_study
+from hpo.storage import STORAGE_ENV, mask_url
+from hpo.study import opened_study
 from hpo.training import LOCAL_WORKERS_ENV
 
 if TYPE_CHECKING:
@@ -40,10 +44,12 @@ def worker_label(worker_id: str, index: int) -> str:
     return f"{worker_id}.{index}" if worker_id else str(index)
 
 
-def worker_command(spec: StudySpec, options: RunOptions, index: int, debug: bool) -> list[str]:
+def worker_command(spec: StudySpec, options: RunOptions, index: int, debug: bool,
+                   outcomes_file: Path) -> list[str]:
     command = [sys.executable, "-m", "hpo"] + (["--debug"] if debug else [])
     command += ["run", str(spec.source), "-q", "--no-note",
-                "--worker-id", worker_label(options.worker_id, index)]
+                "--worker-id", worker_label(options.worker_id, index),
+                "--outcomes-file", str(outcomes_file)]
     if options.n_trials:
         command += ["--n-trials", str(options.n_trials)]
     if options.timeout:
@@ -75,14 +81,18 @@ def run_local_workers(
 
     optuna_compat.check_versions()
     check_objective(spec)  # a bad objective or data file is one error here, not N
-    url = resolve_storage_url(spec, options.storage)
-    storage = open_storage(url)
-    try:
-        study = create_or_load_study(spec, storage, url,
-                                     StudyLock(optuna_compat.rdb_backend(storage), spec.name))
+    with opened_study(spec, options.storage) as (study, url):
         return _supervise(spec, options, workers, debug, url, study)
-    finally:
-        dispose(storage)
+
+
+def _read_outcomes(files: list[Path], folder: Path) -> dict[str, int]:
+    """The children's outcomes, summed (a child killed before it wrote its file adds none)."""
+    total: Counter[str] = Counter()
+    for path in files:
+        if path.exists():
+            total.update(json.loads(path.read_text()))
+    shutil.rmtree(folder, ignore_errors=True)
+    return dict(total)
 
 
 def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, url: str,
@@ -104,10 +114,14 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
     previous = {s: signal.signal(s, forward) for s in EXIT_CODES}
     budget_total = options.n_trials or spec.n_trials
     finished_before = budget.finished_count(budget.count_by_state(study))
+    # Each child writes how its trials ended here, so "Ran N trials" counts what these
+    # workers ran, as it does for one worker, whatever other machines do meanwhile.
+    outcomes_dir = Path(tempfile.mkdtemp(prefix="hpo-workers-"))
+    outcome_files = [outcomes_dir / f"{i}.json" for i in range(workers)]
     try:
         children.extend(
-            subprocess.Popen(worker_command(spec, options, i, debug), env=env,
-                             stdout=subprocess.DEVNULL)
+            subprocess.Popen(worker_command(spec, options, i, debug, outcome_files[i]),
+                             env=env, stdout=subprocess.DEVNULL)
             for i in range(workers)
         )
         with progress_bar(spec, budget_total, finished_before, options.quiet) as progress:
@@ -123,6 +137,7 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
         _stop(children, STOP_GRACE_S if not received else 5.0)
         for s, handler in previous.items():
             signal.signal(s, handler)
+        outcomes = _read_outcomes(outcome_files, outcomes_dir)
     codes = [child.returncode for child in children]
     failed = [c for c in codes if c not in (0, *EXIT_CODES.values())]
     if failed and not received:
@@ -135,6 +150,6 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
     summary = report.summarize(study, limits=limits_for(spec))
     write_study_note(study, spec, url, summary)
     return RunResult(study=study, storage_url=mask_url(url),
-                     trials_run=budget.finished_count(counts) - finished_before,
+                     outcomes=outcomes,
                      seconds=time.perf_counter() - started, summary=summary,
                      stopped_by=received[0] if received else None)

@@ -43,7 +43,7 @@ def test_learning_curves_tell_diverged_from_pruned(tmp_path):
 def test_png_without_a_renderer_is_one_clear_line(tmp_path):
     path = mixed_study(tmp_path)
     out = tmp_path / "report.html"
-    result = cli("report", path, "--out", out, "--format", "png")
+    result = cli("report", path, "--out", out, "--png")
     try:
         import kaleido  # noqa: F401
     except ImportError:

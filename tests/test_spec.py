@@ -130,6 +130,7 @@ def test_when_accepts_a_single_value(tmp_path):
 def test_validate_prints_normalized_spec_and_masks_password(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(GOOD + "storage: postgresql+psycopg://hpo:s3cret@db/hpo\n")
+    (tmp_path / "objective.py").write_text("def objective(trial):\n    return 0.0\n")
     result = cli("validate", path)
     assert result.exit_code == 0, result.output
     data = yaml.safe_load(result.output)

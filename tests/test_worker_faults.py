@@ -70,6 +70,25 @@ def running(url, name):
     return [t for t in trials(url, name) if t.state == TrialState.RUNNING]
 
 
+def freeze_while_running(worker: subprocess.Popen, url, name, worker_id) -> int:
+    """SIGSTOP `worker` while it holds a running trial; return that trial's number.
+
+    The worker may finish its trial between our read and the signal, so check again once it is
+    stopped, and let it go on and try again if it was caught between trials.
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        until(lambda: any(t.user_attrs.get("worker_id") == worker_id
+                          for t in running(url, name)))
+        worker.send_signal(signal.SIGSTOP)  # alive, but silent: no heartbeat
+        held = [t.number for t in running(url, name)
+                if t.user_attrs.get("worker_id") == worker_id]
+        if held:
+            return held[0]
+        worker.send_signal(signal.SIGCONT)
+    raise AssertionError(f"worker {worker_id} was never caught holding a running trial")
+
+
 def stop_and_time(process: subprocess.Popen, signum: int) -> float:
     sent = time.monotonic()
     process.send_signal(signum)
@@ -138,10 +157,7 @@ def test_a_frozen_workers_reaped_trial_is_one_warning_and_the_worker_goes_on(tmp
                                                                              storage_url):
     path, name = study_file(tmp_path, n_trials=2, sleep=1.5, extra=BEATS)
     [frozen] = start_workers(path, storage_url, 1, label="frozen")
-    until(lambda: any(t.user_attrs.get("worker_id") == "frozen"
-                      for t in running(storage_url, name)))
-    frozen.send_signal(signal.SIGSTOP)  # alive, but silent: no heartbeat
-    [stopped] = [t.number for t in running(storage_url, name)]
+    stopped = freeze_while_running(frozen, storage_url, name, "frozen")
     try:
         [other] = start_workers(path, storage_url, 1)
         assert wait_all([other], timeout=60)[0][0] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -70,6 +71,7 @@ class TrainResult:
     expected_initial_loss: float  # ln(C): softmax cross-entropy of an untrained model
     n_params: int
     device: str
+    threads: int  # torch's intra-op threads on the CPU
     train_seconds: float
 
 
@@ -80,10 +82,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache
+def usable_cpus() -> int:
+    """The CPUs this process may really use: its affinity and its container's CPU quota
+    (cgroup v1 and v2), not the host's count that `os.cpu_count()` gives."""
+    # joblib is scikit-learn's (imported already for the data); it reads cgroups and affinity.
+    from joblib.externals.loky import cpu_count
+
+    return cpu_count()
+
+
 def default_threads() -> int:
-    """The cores divided among the local workers, at least one each."""
+    """The usable CPUs divided among the local workers, at least one each."""
     workers = max(1, int(os.environ.get(LOCAL_WORKERS_ENV, "1")))
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, usable_cpus() // workers)
 
 
 def warm_up() -> None:
@@ -250,5 +262,6 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
         expected_initial_loss=math.log(data.n_classes),
         n_params=sum(p.numel() for p in model.parameters()),
         device=str(device),
+        threads=torch.get_num_threads(),
         train_seconds=time.perf_counter() - started,
     )

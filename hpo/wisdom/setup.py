@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from hpo.errors import HpoError
-from hpo.spec import TRAINER_PARAMS, DivergenceSpec, FloatParam, closest
+from hpo.spec import (
+    TRAINER_PARAMS,
+    DivergenceSpec,
+    FloatParam,
+    did_you_mean,
+    parse_assignments,
+)
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
@@ -37,17 +41,13 @@ def searched_lr(spec: StudySpec) -> FloatParam | None:
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     """`NAME=VALUE` pairs (values read as YAML scalars) for the trainer's parameters."""
-    overrides: dict[str, Any] = {}
+    overrides = parse_assignments(pairs, "--param ", "optimizer=sgd")
     for pair in pairs:
-        name, equals, text = pair.partition("=")
-        if not equals or not name:
-            raise HpoError(f"--param {pair!r}: write NAME=VALUE, e.g. --param optimizer=sgd")
+        name = pair.partition("=")[0]
         if name not in TRAINER_PARAMS:
-            hint = closest(name, list(TRAINER_PARAMS))
-            suffix = f"did you mean {hint!r}? " if hint else ""
             raise HpoError(f"--param {pair!r}: the mlp trainer has no parameter {name!r}; "
-                           f"{suffix}it has: {', '.join(TRAINER_PARAMS)}")
-        overrides[name] = yaml.safe_load(text)
+                           f"{did_you_mean(name, list(TRAINER_PARAMS))}it has: "
+                           f"{', '.join(TRAINER_PARAMS)}")
     return overrides
 
 

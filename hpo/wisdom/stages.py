@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from hpo.errors import HpoError, SpecError
-from hpo.spec import CategoricalParam, StudySpec, fits
+from hpo.spec import CategoricalParam, StudySpec, describe_error, fits
 from hpo.wisdom.refine import (
     MIN_COMPLETE,
     Refinement,
@@ -110,7 +110,8 @@ def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
     data = spec.model_dump(mode="json", exclude_none=True,
                            exclude={"stages", "n_trials", "enqueue", "search_space"})
     data.update(name=study_name(spec, stage), n_trials=stage.n_trials, search_space=space)
-    data["objective"]["train"] = {**data["objective"]["train"], **stage.train}
+    if stage.train:  # the built-in trainer's only (a callable's stage with one is refused)
+        data["objective"]["train"] = {**data["objective"]["train"], **stage.train}
     where = f"{spec.source}: stages.{index} ({stage.name})"
     try:
         derived = StudySpec.model_validate(data)
@@ -120,9 +121,9 @@ def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
         queued = ([start] if start else []) if index else list(spec.enqueue)
         derived = StudySpec.model_validate({**data, "enqueue": queued})
     except ValidationError as e:
-        error = e.errors()[0]
-        raise SpecError(f"{where}: {'.'.join(map(str, error['loc']))}: "
-                        f"{error['msg'].removeprefix('Value error, ')}") from None
+        raise SpecError("\n".join(f"{where}: {field}: {message}" for field, message in
+                                  (describe_error(error, StudySpec) for error in e.errors())
+                                  )) from None
     derived._source = spec.source
     return derived
 
@@ -238,3 +239,21 @@ def stage_studies(spec: StudySpec, cli_url: str | None = None
         raise HpoError(f"no stage of {spec.source.name} has started: no study {first!r} yet; "
                        "run `hpo run` on the study file first")
     return found
+
+
+def started_stage_studies(spec: StudySpec, cli_url: str | None = None
+                          ) -> list[tuple[StageSpec, optuna.Study]]:
+    """The stages that have started, in order, with their studies (at least one)."""
+    return [(stage, study) for stage, study in stage_studies(spec, cli_url) if study is not None]
+
+
+def existing_study(spec: StudySpec | None, cli_url: str | None = None,
+                   name: str | None = None) -> tuple[optuna.Study, StageSpec | None]:
+    """The existing study a file (or `--storage` and `name`) names, and its stage: of a staged
+    file, the latest stage started unless `name` picks a study."""
+    from hpo.storage import load_existing_study
+
+    if spec is not None and spec.stages is not None and name is None:
+        stage, study = started_stage_studies(spec, cli_url)[-1]
+        return study, stage
+    return load_existing_study(spec, cli_url, name), None
