@@ -82,8 +82,10 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
               help="Finished trials the study should have.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Worker processes to start on this machine.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes to start on this machine. [default: one per usable CPU "
+                   "for the built-in trainer on the CPU when each gets 8 trials or more; "
+                   "else 1]")
 @click.option("--worker-id", envvar="HPO_WORKER_ID", default="",
               help="A label recorded on this worker's trials (user attr worker_id); with "
                    "--workers N the children are ID.0 .. ID.N-1. [env: HPO_WORKER_ID]")
@@ -96,7 +98,7 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
 @click.pass_context
 def run(
     ctx: click.Context, spec_file: Path, storage: str | None, n_trials: int | None,
-    timeout: float | None, quiet: bool, workers: int, worker_id: str, note: bool,
+    timeout: float | None, quiet: bool, workers: int | None, worker_id: str, note: bool,
     stage: str | None, outcomes_file: Path | None,
 ) -> None:
     """Run the study a study file describes, resuming it if it exists.
@@ -112,6 +114,8 @@ def run(
     spec = load_spec(spec_file)
     _quiet_optuna(ctx.obj["debug"])
     options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id, note, stage)
+    if workers is None:
+        workers = _chosen_workers(spec, n_trials)
     if spec.stages is not None:
         _run_staged(ctx, spec, spec_file, options, workers)
         return
@@ -131,6 +135,16 @@ def run(
     click.echo(report.ran_line(result.outcomes, by, result.seconds, result.storage_url))
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(result.exit_code)
+
+
+def _chosen_workers(spec: Any, n_trials: int | None) -> int:
+    from hpo.workers import default_workers
+
+    workers = default_workers(spec, n_trials)
+    if workers > 1:
+        click.echo(f"hpo: {workers} workers, one per usable CPU, each training on one thread "
+                   "(small models train faster so); --workers 1 runs one", err=True)
+    return workers
 
 
 def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,

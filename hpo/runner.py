@@ -24,7 +24,7 @@ from hpo.errors import HpoError
 from hpo.heartbeat import Reaper
 from hpo.locking import StudyLock
 from hpo.note import write_study_note
-from hpo.objective import build_objective
+from hpo.objective import Objective, build_objective
 from hpo.retry import Retrying
 from hpo.signals import StopSignals
 from hpo.storage import dispose, mask_url, open_storage, resolve_storage_url
@@ -90,16 +90,18 @@ def _best_value(study: optuna.Study) -> float | None:
         return None
 
 
-def run(spec: StudySpec, options: RunOptions) -> RunResult:
+def run(spec: StudySpec, options: RunOptions, objective: Objective | None = None) -> RunResult:
     """Run trials of the spec's study until it has `n_trials` finished ones.
 
     `n_trials` counts the whole study's COMPLETE and PRUNED trials, so a rerun resumes where
     the last one stopped and any number of workers share the budget exactly. When it returns
     normally no trial of the study is RUNNING. Validation and the objective's import happen
-    before the storage is touched.
+    before the storage is touched. A launcher that forks workers passes the `objective` it
+    built once.
     """
     optuna_compat.check_versions()
-    objective = build_objective(spec)
+    if objective is None:
+        objective = build_objective(spec)
     url = resolve_storage_url(spec, options.storage)
     storage = open_storage(url)
     try:

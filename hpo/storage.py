@@ -117,12 +117,15 @@ def _create_rdb_storage(url: str) -> RDBStorage:
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     # Workers that start together on a new database race to create Optuna's tables; the
-    # losers see "already exists" and only need to look again once the winner is done.
+    # losers see "already exists" and only need to look again once the winner is done. On
+    # SQLite a loser may instead see "database is locked" at once, without the busy timeout:
+    # its read transaction cannot become a write after the winner's commit.
     for attempt in range(TABLE_RACE_RETRIES):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
         except (IntegrityError, OperationalError, ProgrammingError) as e:
-            if "already exists" not in str(e) and not isinstance(e, IntegrityError):
+            raced = "already exists" in str(e) or "database is locked" in str(e)
+            if not raced and not isinstance(e, IntegrityError):
                 raise
             if attempt == TABLE_RACE_RETRIES - 1:
                 raise

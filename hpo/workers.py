@@ -1,15 +1,21 @@
 """Local workers: `hpo run --workers N` as N worker processes with one progress view.
 
-Each worker is a plain `hpo run` process; they share nothing but the database, exactly like
-workers on other machines. The parent prepares the study once (so a refused spec is refused
-once), splits the cores between the workers, shows the study-wide progress, forwards Ctrl-C
-and SIGTERM, and never leaves a child behind: if it fails, or its children do not stop in
-time after a signal, it terminates them.
+The workers share nothing but the database, exactly like workers on other machines. The
+parent prepares the study once (so a refused spec is refused once), splits the cores between
+the workers, shows the study-wide progress, forwards Ctrl-C and SIGTERM, and never leaves a
+child behind: if it fails, or its children do not stop in time after a signal, it terminates
+them.
+
+For the built-in trainer the parent imports torch, loads the data and warms up once, then
+forks the workers, so startup is paid once, not N times. A user's objective may hold
+anything (threads, a GPU context, open sockets) that does not survive a fork: its workers
+are fresh `hpo run` processes.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -18,12 +24,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpo import budget, optuna_compat
 from hpo.errors import HpoError
 from hpo.note import write_study_note
+from hpo.objective import Objective, build_objective, check_objective
 from hpo.runner import RunOptions, RunResult, progress_bar
 from hpo.signals import EXIT_CODES
 from hpo.storage import STORAGE_ENV, mask_url
@@ -37,6 +45,44 @@ POLL_S = 0.5
 # After a forwarded signal a worker stops within a second; one that has not after this long
 # is terminated, then killed.
 STOP_GRACE_S = 30.0
+
+
+# `hpo run` starts one worker per usable CPU by itself only when each has this many trials
+# of the budget to run: fewer, and startup and the last trials' idle tail eat the gain.
+TRIALS_PER_WORKER = 8
+
+
+def default_workers(spec: StudySpec, n_trials: int | None) -> int:
+    """The local workers `hpo run` starts when not told: one per usable CPU, each training on
+    one thread, for the built-in trainer on the CPU with enough trials; else one.
+
+    Small models train faster as N one-thread workers than as one N-thread worker (2.0x on
+    2 cores for the quickstart's MLP): per-operation overhead, not arithmetic, bounds a
+    step, and threads share the arithmetic only.
+    """
+    if not spec.objective.trainer or spec.stages is not None:
+        return 1
+    train = spec.objective.train
+    if train.threads is not None or train.device == "cuda":
+        return 1
+    if train.device == "auto" and _cuda_present():
+        return 1
+    from hpo.training.loop import usable_cpus
+
+    cpus = usable_cpus()
+    if cpus < 2 or (n_trials or spec.n_trials) < TRIALS_PER_WORKER * cpus:
+        return 1
+    return cpus
+
+
+def _cuda_present() -> bool:
+    import torch
+
+    if torch.version.cuda is None and torch.version.hip is None:
+        return False  # a CPU build
+    # NVML's count does not initialize CUDA, which the forked workers could not use after it.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    return torch.cuda.is_available()
 
 
 def worker_label(worker_id: str, index: int) -> str:
@@ -59,7 +105,59 @@ def worker_command(spec: StudySpec, options: RunOptions, index: int, debug: bool
     return command
 
 
-def _stop(children: list[subprocess.Popen], grace_s: float) -> None:
+class ForkedWorker:
+    """A worker forked from this process, with the few `Popen` methods the launcher uses."""
+
+    def __init__(self, target: Any, args: tuple) -> None:
+        self._process = multiprocessing.get_context("fork").Process(target=target, args=args)
+        self._process.start()
+        self.pid = self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode  # -N if signal N ended it, as Popen says
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self._process.terminate()
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+        return self.returncode
+
+
+def _forked_worker(spec: StudySpec, options: RunOptions, objective: Objective, env: dict,
+                   debug: bool, outcomes_file: Path) -> None:
+    """A forked child's whole life: run the study as one `hpo run` worker would."""
+    from hpo import runner
+
+    # The parent's forwarding handler is not this process's; the worker installs its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.update(env)
+    try:
+        result = runner.run(spec, options, objective)
+    except HpoError as e:
+        if debug:
+            raise
+        print(f"Error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    outcomes_file.write_text(json.dumps(result.outcomes))
+    sys.exit(result.exit_code)
+
+
+def _stop(children: list[Any], grace_s: float) -> None:
     """SIGTERM the children still running, wait `grace_s`, then SIGKILL the rest."""
     for child in children:
         if child.poll() is None:
@@ -77,12 +175,15 @@ def run_local_workers(
     spec: StudySpec, options: RunOptions, workers: int, debug: bool = False
 ) -> RunResult:
     """Run the study with `workers` local worker processes; returns when all have stopped."""
-    from hpo.objective import check_objective
-
     optuna_compat.check_versions()
-    check_objective(spec)  # a bad objective or data file is one error here, not N
+    # A bad objective or data file is one error here, not N.
+    if spec.objective.trainer:
+        objective: Objective | None = build_objective(spec)  # the forked workers share it
+    else:
+        check_objective(spec)
+        objective = None
     with opened_study(spec, options.storage) as (study, url):
-        return _supervise(spec, options, workers, debug, url, study)
+        return _supervise(spec, options, workers, debug, url, study, objective)
 
 
 def _read_outcomes(files: list[Path], folder: Path) -> dict[str, int]:
@@ -95,12 +196,23 @@ def _read_outcomes(files: list[Path], folder: Path) -> dict[str, int]:
     return dict(total)
 
 
+def _start(spec: StudySpec, options: RunOptions, index: int, debug: bool, env: dict,
+           outcomes_file: Path, objective: Objective | None) -> Any:
+    """Worker `index`: forked when the objective was built here, else a new process."""
+    if objective is None:
+        return subprocess.Popen(worker_command(spec, options, index, debug, outcomes_file),
+                                env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    own = replace(options, quiet=True, write_note=False,
+                  worker_id=worker_label(options.worker_id, index))
+    return ForkedWorker(_forked_worker, (spec, own, objective, env, debug, outcomes_file))
+
+
 def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, url: str,
-               study: object) -> RunResult:
+               study: object, objective: Objective | None) -> RunResult:
     # The URL travels in the environment, not on command lines other users can list.
-    env = {**os.environ, STORAGE_ENV: url, LOCAL_WORKERS_ENV: str(workers)}
+    env = {STORAGE_ENV: url, LOCAL_WORKERS_ENV: str(workers)}
     started = time.perf_counter()
-    children: list[subprocess.Popen] = []
+    children: list[Any] = []
     received: list[signal.Signals] = []
     signalled_at: list[float] = []
 
@@ -119,11 +231,8 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
     outcomes_dir = Path(tempfile.mkdtemp(prefix="hpo-workers-"))
     outcome_files = [outcomes_dir / f"{i}.json" for i in range(workers)]
     try:
-        children.extend(
-            subprocess.Popen(worker_command(spec, options, i, debug, outcome_files[i]),
-                             env=env, stdout=subprocess.DEVNULL)
-            for i in range(workers)
-        )
+        children.extend(_start(spec, options, i, debug, env, outcome_files[i], objective)
+                        for i in range(workers))
         with progress_bar(spec, budget_total, finished_before, options.quiet) as progress:
             while any(child.poll() is None for child in children):
                 if signalled_at and time.monotonic() - signalled_at[0] > STOP_GRACE_S:

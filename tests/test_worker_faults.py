@@ -73,19 +73,25 @@ def running(url, name):
 def freeze_while_running(worker: subprocess.Popen, url, name, worker_id) -> int:
     """SIGSTOP `worker` while it holds a running trial; return that trial's number.
 
-    The worker may finish its trial between our read and the signal, so check again once it is
-    stopped, and let it go on and try again if it was caught between trials.
+    Stop it first, then look: a trial seen running before the signal may have ended by the
+    time the signal lands. If it was caught between trials, let it go on and try again.
     """
+    study = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        until(lambda: any(t.user_attrs.get("worker_id") == worker_id
-                          for t in running(url, name)))
+        if study is None:
+            try:
+                study = optuna.load_study(study_name=name, storage=url)
+            except KeyError:  # not created yet
+                time.sleep(0.1)
+                continue
         worker.send_signal(signal.SIGSTOP)  # alive, but silent: no heartbeat
-        held = [t.number for t in running(url, name)
+        held = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))
                 if t.user_attrs.get("worker_id") == worker_id]
         if held:
             return held[0]
         worker.send_signal(signal.SIGCONT)
+        time.sleep(0.2)
     raise AssertionError(f"worker {worker_id} was never caught holding a running trial")
 
 

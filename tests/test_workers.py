@@ -211,6 +211,102 @@ def test_local_workers_flag(tmp_path):
     assert labels <= {"gpu7.0", "gpu7.1"} and labels
 
 
+TRAINER_STUDY = """
+name: {name}
+direction: maximize
+metric: val_accuracy
+n_trials: {n_trials}
+sampler: {{type: random, seed: 0}}
+objective:
+  trainer: mlp
+  data: {{dataset: iris}}
+  model: {{hidden: [16]}}
+  train: {{epochs: {epochs}}}
+search_space:
+  lr: {{type: float, low: 1.0e-3, high: 1.0e-1, log: true}}
+"""
+
+
+def trainer_study(tmp_path, n_trials, epochs=300):
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    body = TRAINER_STUDY.format(name=name, n_trials=n_trials, epochs=epochs)
+    return write_study(tmp_path, body), name
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def cmdline(pid: int) -> bytes:
+    return open(f"/proc/{pid}/cmdline", "rb").read()
+
+
+def test_trainer_workers_are_forked_after_startup(tmp_path):
+    # The built-in trainer's workers are forked from the launcher once it has imported torch
+    # and loaded the data: they run the launcher's own command line, not `python -m hpo run`.
+    path, name = trainer_study(tmp_path, n_trials=6)
+    launcher = subprocess.Popen([HPO, "run", str(path), "--workers", "2", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(children_of(launcher.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = children_of(launcher.pid)
+    assert len(workers) == 2, "the launcher did not start two workers"
+    assert all(cmdline(pid) == cmdline(launcher.pid) for pid in workers)
+    out, err = launcher.communicate(timeout=180)
+    assert launcher.returncode == 0, err
+    assert "Ran 6 trials with 2 workers" in out
+    url = f"sqlite:///{tmp_path / name}.db"
+    done = trials(url, name)
+    assert Counter(t.state for t in done)[TrialState.COMPLETE] == 6
+    assert {t.user_attrs["worker_id"] for t in done} == {"0", "1"}
+    assert {t.user_attrs["threads"] for t in done} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+
+
+def test_hpo_run_uses_every_cpu_for_the_trainer_only_when_it_pays(tmp_path):
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        pytest.skip("one CPU: one worker is all there is")
+    chose = f"hpo: {cpus} workers, one per usable CPU, each training on one thread"
+    enough = 8 * cpus
+    path, name = trainer_study(tmp_path / "many", n_trials=enough, epochs=20)
+    done = subprocess.run([HPO, "run", str(path), "-q"], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0].startswith(chose)
+    assert f"Ran {enough} trials with {cpus} workers" in done.stdout
+    url = f"sqlite:///{tmp_path / 'many' / name}.db"
+    assert {t.user_attrs["threads"] for t in trials(url, name)} == {1}
+    # ... and not with fewer trials, when told, or for a user's objective.
+    few, _ = trainer_study(tmp_path / "few", n_trials=enough - 1, epochs=20)
+    callable_path, _ = study_file(tmp_path / "callable", n_trials=enough, sleep=0.0)
+    for command in ([HPO, "run", str(few), "-q"], [HPO, "run", str(path), "-q", "--n-trials",
+                                                    str(enough + 2), "--workers", "1"],
+                    [HPO, "run", str(callable_path), "-q"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "workers, one per usable CPU" not in done.stderr
+        assert " with " not in done.stdout.splitlines()[-2], done.stdout
+
+
+def test_sigterm_stops_forked_trainer_workers_leaving_nothing_running(tmp_path):
+    path, name = trainer_study(tmp_path, n_trials=100)
+    launcher = subprocess.Popen([HPO, "run", str(path), "--workers", "2", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"sqlite:///{tmp_path / name}.db"
+    deadline = time.monotonic() + 60
+    while states(url, name)[TrialState.COMPLETE] < 2:
+        assert time.monotonic() < deadline, "no trial completed"
+        time.sleep(0.2)
+    workers = children_of(launcher.pid)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 143, err
+    assert "Traceback" not in err
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+    assert states(url, name)[TrialState.RUNNING] == 0
+
+
 def test_password_never_appears(tmp_path):
     # The test server trusts local connections, so it accepts any password in the URL.
     base = server_url("postgresql")

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from hpo.errors import DataError
 from hpo.spec import DataSpec
-from hpo.training.data import load_data
+from hpo.training import data as data_module
+from hpo.training.data import SHIPPED, load_data, shipped_dataset
 
 
 def test_builtin_digits_split_is_stratified_and_seeded(tmp_path):
@@ -17,6 +21,41 @@ def test_builtin_digits_split_is_stratified_and_seeded(tmp_path):
     train_share = np.bincount(data.y_train) / len(data.y_train)
     val_share = np.bincount(data.y_val) / len(data.y_val)
     assert np.abs(train_share - val_share).max() < 0.01
+
+
+def test_the_split_uses_every_row_once_and_differs_by_seed(tmp_path):
+    split = {seed: data_module.stratified_split(np.arange(100) % 3, np.arange(3), 0.25, seed,
+                                                "where") for seed in (0, 1)}
+    train, val = split[0]
+    assert sorted(np.concatenate([train, val])) == list(range(100))
+    assert len(val) == 25 and np.bincount(val % 3).tolist() == [9, 8, 8]
+    assert not np.array_equal(split[0][1], split[1][1])
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_datasets_read_as_scikit_learn_loads_them(name):
+    from sklearn import datasets
+
+    x, y = shipped_dataset(name)
+    want_x, want_y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+
+
+def test_a_moved_shipped_file_falls_back_to_scikit_learns_loader(monkeypatch):
+    monkeypatch.setitem(SHIPPED, "iris", ("moved.csv", 1))
+    x, y = shipped_dataset("iris")
+    assert x.shape == (150, 4) and set(y) == {0, 1, 2}
+
+
+def test_loading_digits_does_not_import_scikit_learn(tmp_path):
+    code = ("import sys; from pathlib import Path; from hpo.spec import DataSpec; "
+            "from hpo.training.data import load_data; "
+            "load_data(DataSpec(dataset='digits'), Path('.')); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path).stdout
+    assert out.strip() == "[]"
 
 
 def test_standard_statistics_come_from_the_training_split_only(tmp_path):
@@ -60,6 +99,17 @@ def test_csv_with_string_labels(tmp_path):
     assert set(data.y_train) == {0, 1}
 
 
+def test_csv_quoted_cells_numeric_labels_and_floats(tmp_path):
+    rows = "".join(f'"{i}.5",{-i}e-3,"{i % 2}"\n' for i in range(10))
+    (tmp_path / "data.csv").write_text('"a, first",b,kind\n' + rows)
+    spec = DataSpec(path="data.csv", label="kind", val_fraction=0.5, normalize="none")
+    data = load_data(spec, tmp_path)
+    assert data.classes == ["0", "1"] and data.n_features == 2
+    x = np.concatenate([data.x_train, data.x_val])
+    assert sorted(x[:, 0]) == [i + 0.5 for i in range(10)]
+    assert np.allclose(sorted(x[:, 1]), sorted(-i / 1000 for i in range(10)))
+
+
 def test_npz(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "arrays.npz", X=rng.normal(size=(40, 5)), y=np.arange(40) % 4)
@@ -73,6 +123,13 @@ def test_npz(tmp_path):
     ("a,b,kind\n1,,x\n3,4,y\n5,6,x\n7,8,y\n", "missing values (NaN), first in feature 1 of row 0"),
     ("a,b,kind\n1,2,x\n3,4,x\n", "fewer than two classes (['x'])"),
     ("a,b,kind\n", "has a header but no rows"),
+    ("a,b,kind\n1,2,x\n3,4,y\n5,6,y\n", "(class 'x' has only one row); add rows or drop"),
+    ("a,b,kind\n1,2,x\n3,4,\n5,6,y\n", "column 'kind' of data.csv has an empty label in row 3"),
+    ("a,b,kind\n1,2,x\n3,y\n", "data.csv is not a valid CSV file (Expected 3 columns, got 2"),
+    ("a,b,kind\n1,true,x\n3,false,y\n", "column 'b' of data.csv is not numeric (row 2: 'True')"),
+    # text far down a column that began with numbers, past pyarrow's first block
+    ("a,b,kind\n" + "1,2,x\n" * 200_000 + "1,red,y\n",
+     "column 'b' of data.csv is not numeric (row 200002: 'red')"),
 ])
 def test_bad_csv(tmp_path, text, fragment):
     spec = write_csv(tmp_path, text)
