@@ -1,11 +1,13 @@
 """Loading a large CSV for the built-in trainer: hpo's reader against Python's csv module.
 
-Writes a CSV of `--rows` x `--columns` random features and a string label (1M x 50 by
-default, about 1 GB), then times `hpo.training.data.load_data` (parse, check, stratified split,
-normalize) against parsing the same file with `csv.DictReader` and `float()` per cell, the way
-hpo read CSV before. The goal: 1M x 50 in 5 s or less.
+Writes a CSV of `--rows` x `--columns` random features and a string label (1M x 50 with 4
+decimals by default, about 400 MB; `--digits -1` writes full precision, about 1 GB), then
+times `hpo.training.data.load_data` (parse, check, stratified split, normalize) against
+parsing the same file with `csv.DictReader` and `float()` per cell, the way hpo read CSV
+before. The goal: 1M x 50 in 5 s or less.
 
-    python benchmarks/csv_load.py [--rows 1000000] [--columns 50] [--baseline-rows 100000]
+    python benchmarks/csv_load.py [--rows 1000000] [--columns 50] [--digits 4]
+        [--baseline-rows 100000]
 
 The csv-module baseline runs on the first `--baseline-rows` rows and is scaled up linearly
 (it is linear: one Python float() per cell), so the benchmark finishes in a minute.
@@ -28,20 +30,20 @@ from hpo.training.data import load_data
 GOAL_S = 5.0
 
 
-def write_file(path: Path, rows: int, columns: int) -> None:
-    import pyarrow as pa
-    from pyarrow import csv as pa_csv
+def write_file(path: Path, rows: int, columns: int, digits: int | None) -> None:
+    """Normal features (rounded to `digits` decimals if given) and a pos/neg label."""
+    import polars as pl
 
     rng = np.random.default_rng(0)
     chunk = 100_000
-    names = [f"f{j}" for j in range(columns)] + ["label"]
-    with pa_csv.CSVWriter(path, pa.schema([(n, pa.float64()) for n in names[:-1]]
-                                          + [("label", pa.string())])) as writer:
+    with path.open("wb") as handle:
         for start in range(0, rows, chunk):
-            n = min(chunk, rows - start)
-            x = rng.normal(size=(n, columns))
-            labels = np.where(x[:, 0] > 0, "pos", "neg")
-            writer.write_table(pa.table([*x.T, labels], names=names))
+            x = rng.normal(size=(min(chunk, rows - start), columns))
+            if digits is not None:
+                x = np.round(x, digits)
+            frame = pl.DataFrame(x, schema=[f"f{j}" for j in range(columns)])
+            frame = frame.with_columns(label=pl.Series(np.where(x[:, 0] > 0, "pos", "neg")))
+            frame.write_csv(handle, include_header=start == 0)
 
 
 def csv_module_seconds(path: Path, rows: int) -> float:
@@ -62,10 +64,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--columns", type=int, default=50)
     parser.add_argument("--baseline-rows", type=int, default=100_000)
+    parser.add_argument("--digits", type=int, default=4,
+                        help="decimals per feature (as exported data has); -1: full precision")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.csv"
-        write_file(path, args.rows, args.columns)
+        write_file(path, args.rows, args.columns, None if args.digits < 0 else args.digits)
         size_mb = path.stat().st_size / 1e6
         started = time.perf_counter()
         data = load_data(DataSpec(path=path.name, label="label"), Path(folder))
@@ -73,7 +77,9 @@ def main() -> None:
         assert len(data.x_train) + len(data.x_val) == args.rows
         baseline_rows = min(args.baseline_rows, args.rows)
         baseline_s = csv_module_seconds(path, baseline_rows) * args.rows / baseline_rows
-    print(f"file: {args.rows} rows x {args.columns} features + label, {size_mb:.0f} MB")
+    precision = "full precision" if args.digits < 0 else f"{args.digits} decimals"
+    print(f"file: {args.rows} rows x {args.columns} features ({precision}) + label, "
+          f"{size_mb:.0f} MB")
     print(f"hpo load_data (parse, check, split, normalize): {hpo_s:.2f} s "
           f"(goal <= {GOAL_S:.0f} s: {'met' if hpo_s <= GOAL_S else 'NOT met'})")
     print(f"csv module + float() per cell (measured on {baseline_rows} rows, scaled): "

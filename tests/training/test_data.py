@@ -125,9 +125,11 @@ def test_npz(tmp_path):
     ("a,b,kind\n", "has a header but no rows"),
     ("a,b,kind\n1,2,x\n3,4,y\n5,6,y\n", "(class 'x' has only one row); add rows or drop"),
     ("a,b,kind\n1,2,x\n3,4,\n5,6,y\n", "column 'kind' of data.csv has an empty label in row 3"),
-    ("a,b,kind\n1,2,x\n3,y\n", "data.csv is not a valid CSV file (Expected 3 columns, got 2"),
+    ("a,b,kind\n1,2,x,9\n3,4,y\n", "data.csv is not a valid CSV file (found more fields"),
+    ("a,b,kind\n1,2,x\n3,4\n5,6,y\n", "column 'kind' of data.csv has an empty label in row 3"),
+    ("", "data.csv has no column 'kind'; its columns: none (empty file?)"),
     ("a,b,kind\n1,true,x\n3,false,y\n", "column 'b' of data.csv is not numeric (row 2: 'True')"),
-    # text far down a column that began with numbers, past pyarrow's first block
+    # text far down a column that began with numbers, past the rows that typed it
     ("a,b,kind\n" + "1,2,x\n" * 200_000 + "1,red,y\n",
      "column 'b' of data.csv is not numeric (row 200002: 'red')"),
 ])
