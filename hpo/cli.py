@@ -84,7 +84,7 @@ spec_argument = click.argument("spec_file", type=click.Path(dir_okay=False, path
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Worker processes to start on this machine. [default: one per usable CPU "
-                   "for the built-in trainer on the CPU when each gets 8 trials or more; "
+                   "for the built-in trainer on the CPU when each gets 4 trials or more; "
                    "else 1]")
 @click.option("--worker-id", envvar="HPO_WORKER_ID", default="",
               help="A label recorded on this worker's trials (user attr worker_id); with "

@@ -49,7 +49,7 @@ STOP_GRACE_S = 30.0
 
 # `hpo run` starts one worker per usable CPU by itself only when each has this many trials
 # of the budget to run: fewer, and startup and the last trials' idle tail eat the gain.
-TRIALS_PER_WORKER = 8
+TRIALS_PER_WORKER = 4
 
 
 def default_workers(spec: StudySpec, n_trials: int | None) -> int:

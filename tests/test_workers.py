@@ -16,6 +16,7 @@ import optuna_dashboard
 import pytest
 from optuna.trial import TrialState
 
+from hpo.workers import TRIALS_PER_WORKER
 from tests.conftest import server_url, write_study
 
 HPO = shutil.which("hpo") or os.path.join(os.path.dirname(sys.executable), "hpo")
@@ -268,7 +269,7 @@ def test_hpo_run_uses_every_cpu_for_the_trainer_only_when_it_pays(tmp_path):
     if cpus < 2:
         pytest.skip("one CPU: one worker is all there is")
     chose = f"hpo: {cpus} workers, one per usable CPU, each training on one thread"
-    enough = 8 * cpus
+    enough = TRIALS_PER_WORKER * cpus
     path, name = trainer_study(tmp_path / "many", n_trials=enough, epochs=20)
     done = subprocess.run([HPO, "run", str(path), "-q"], capture_output=True, text=True,
                           timeout=180)
