@@ -41,7 +41,8 @@ from hpo.training import LOCAL_WORKERS_ENV
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
 
-POLL_S = 0.5
+POLL_S = 0.5  # the progress bar's refresh: a query of the study
+EXIT_POLL_S = 0.05  # the command ends this soon after its last worker
 # After a forwarded signal a worker stops within a second; one that has not after this long
 # is terminated, then killed.
 STOP_GRACE_S = 30.0
@@ -157,6 +158,13 @@ def _forked_worker(spec: StudySpec, options: RunOptions, objective: Objective, e
     sys.exit(result.exit_code)
 
 
+def _sleep_while_any_runs(children: list[Any], seconds: float) -> None:
+    """Sleep `seconds`, or until the last child has exited, whichever is first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(child.poll() is None for child in children):
+        time.sleep(EXIT_POLL_S)
+
+
 def _stop(children: list[Any], grace_s: float) -> None:
     """SIGTERM the children still running, wait `grace_s`, then SIGKILL the rest."""
     for child in children:
@@ -239,7 +247,7 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
                     break  # they had their chance to stop cleanly
                 counts = budget.count_by_state(study)
                 progress.update(budget.finished_count(counts) - progress.n)
-                time.sleep(POLL_S)
+                _sleep_while_any_runs(children, POLL_S)
             counts = budget.count_by_state(study)
             progress.update(budget.finished_count(counts) - progress.n)
     finally:
