@@ -10,11 +10,11 @@ PostgreSQL together) and the efficiency this machine's cores allow at each worke
 all workers share them.
 
 Then real training on the CPU: trials per hour of the digits trainer with one worker (torch's
-default threads, and one thread) against `--workers 2`, while training and for the whole
-command.
+default threads, and one thread) against `--workers 2` (forked after the launcher's startup),
+while training and for the whole command.
 
     python benchmarks/workers.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
-        [--sleep 0.2] [--workers 1 2 4 8 16] [--train-trials 64]
+        [--sleep 0.2] [--workers 1 2 4 8 16] [--train-trials 64] [--train-only]
 """
 
 from __future__ import annotations
@@ -250,9 +250,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--train-trials", type=int, default=64,
                         help="trials for the local-workers comparison; 0 skips it")
+    parser.add_argument("--train-only", action="store_true",
+                        help="only the local-workers comparison on the trainer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        scaling(args.url, Path(tmp), args.workers, args.sleep)
+        if not args.train_only:
+            scaling(args.url, Path(tmp), args.workers, args.sleep)
         if args.train_trials:
             real_training(Path(tmp), args.train_trials)
 

@@ -10,6 +10,7 @@ unreachable (`hpo.retry`); every wait is bounded and ends within a second of a s
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from hpo.retry import Retrying
 from hpo.signals import StopSignals
 from hpo.storage import dispose, mask_url, open_storage, resolve_storage_url
 from hpo.study import Interrupted, create_or_load_study
+from hpo.training import LOCAL_WORKERS_ENV
 from hpo.trial_run import TrialRunner
 
 if TYPE_CHECKING:
@@ -248,5 +250,11 @@ class _Worker:
         numbers = tuple(t.number for t in trials)
         if numbers and numbers != self.waited_for:
             grace = self.spec.heartbeat.grace if self.spec.heartbeat else None
-            logger.info("%s", budget.describe_wait(trials, grace))
+            # A local launcher's worker waiting for its siblings is the normal end of a run,
+            # which the launcher's progress bar shows; waiting for other machines is news.
+            siblings = LOCAL_WORKERS_ENV in os.environ and all(
+                t.user_attrs.get("worker_host", self.trials.host) == self.trials.host
+                for t in trials)
+            logger.log(logging.DEBUG if siblings else logging.INFO, "%s",
+                       budget.describe_wait(trials, grace))
         self.waited_for = numbers

@@ -56,8 +56,8 @@ class TrialRunner:
         self.objective = objective
         self.signals = signals
         self.retrying = retrying
-        self.worker: dict[str, Any] = {"worker_host": socket.gethostname(),
-                                       "worker_pid": os.getpid()}
+        self.host = socket.gethostname()
+        self.worker: dict[str, Any] = {"worker_host": self.host, "worker_pid": os.getpid()}
         if worker_id:
             self.worker["worker_id"] = worker_id
         self.failures_in_a_row = 0

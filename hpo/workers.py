@@ -33,6 +33,7 @@ from hpo.errors import HpoError
 from hpo.note import write_study_note
 from hpo.objective import Objective, build_objective, check_objective
 from hpo.runner import RunOptions, RunResult, progress_bar
+from hpo.runner import run as run_one_worker
 from hpo.signals import EXIT_CODES
 from hpo.storage import STORAGE_ENV, mask_url
 from hpo.study import opened_study
@@ -141,18 +142,17 @@ class ForkedWorker:
 def _forked_worker(spec: StudySpec, options: RunOptions, objective: Objective, env: dict,
                    debug: bool, outcomes_file: Path) -> None:
     """A forked child's whole life: run the study as one `hpo run` worker would."""
-    from hpo import runner
-
     # The parent's forwarding handler is not this process's; the worker installs its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(env)
     try:
-        result = runner.run(spec, options, objective)
+        result = run_one_worker(spec, options, objective)
     except HpoError as e:
         if debug:
             raise
-        print(f"Error: {e}", file=sys.stderr, flush=True)
+        for line in str(e).splitlines():
+            print(f"Error: {line}", file=sys.stderr, flush=True)
         sys.exit(1)
     outcomes_file.write_text(json.dumps(result.outcomes))
     sys.exit(result.exit_code)
