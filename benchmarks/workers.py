@@ -15,6 +15,7 @@ while training and for the whole command.
 
     python benchmarks/workers.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
         [--sleep 0.2] [--workers 1 2 4 8 16] [--train-trials 64] [--train-only]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def steady_rate(trials: list[optuna.trial.FrozenTrial]) -> float:
 
 
 def train_rates(folder: Path, name: str, trials: int, workers: int,
-                threads: int | None) -> tuple[float, float]:
+                threads: int | None, device: str = "cpu") -> tuple[float, float]:
     """(steady trials/hour, trials/hour of the whole `hpo run` command) on the digits trainer."""
     spec = folder / f"{name}.yaml"
     spec.write_text(textwrap.dedent(f"""
@@ -209,7 +210,7 @@ def train_rates(folder: Path, name: str, trials: int, workers: int,
           trainer: mlp
           data: {{dataset: digits}}
           model: {{hidden: [128, 128], batch_norm: true}}
-          train: {{epochs: 10, threads: {threads or "null"}}}
+          train: {{epochs: 10, threads: {threads or "null"}, device: {device}}}
         search_space:
           lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
           batch_size: {{type: categorical, choices: [32, 64]}}
@@ -224,15 +225,16 @@ def train_rates(folder: Path, name: str, trials: int, workers: int,
     return steady_rate(done), len(done) / wall * 3600
 
 
-def real_training(folder: Path, trials: int) -> None:
-    print(f"\ndigits trainer, {trials} trials, SQLite; trials/hour while training and for the "
-          "whole command (start-up included)")
+def real_training(folder: Path, trials: int, device: str) -> None:
+    print(f"\ndigits trainer on {device}, {trials} trials, SQLite; trials/hour while training "
+          "and for the whole command (start-up included)")
     runs = {"1 worker, torch's threads = cores": (1, None),
             "1 worker, 1 thread": (1, 1),
             "2 workers (1 thread each)": (2, None)}
     rates = {}
     for i, (label, (workers, threads)) in enumerate(runs.items()):
-        rates[label] = train_rates(folder, f"bench-train-{i}", trials, workers, threads)
+        rates[label] = train_rates(folder, f"bench-train-{i}", trials, workers, threads,
+                                   device)
         print(f"{label:>34}: {rates[label][0]:8,.0f} training {rates[label][1]:8,.0f} whole",
               flush=True)
     (two, two_whole), *_ = [rates[label] for label in runs if label.startswith("2")]
@@ -250,6 +252,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--train-trials", type=int, default=64,
                         help="trials for the local-workers comparison; 0 skips it")
+    parser.add_argument("--device", default="cpu",
+                        help="the trainer's device; cuda: workers sharing one GPU")
     parser.add_argument("--train-only", action="store_true",
                         help="only the local-workers comparison on the trainer")
     args = parser.parse_args()
@@ -257,7 +261,7 @@ def main() -> None:
         if not args.train_only:
             scaling(args.url, Path(tmp), args.workers, args.sleep)
         if args.train_trials:
-            real_training(Path(tmp), args.train_trials)
+            real_training(Path(tmp), args.train_trials, args.device)
 
 
 if __name__ == "__main__":

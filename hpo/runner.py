@@ -92,20 +92,23 @@ def _best_value(study: optuna.Study) -> float | None:
         return None
 
 
-def run(spec: StudySpec, options: RunOptions, objective: Objective | None = None) -> RunResult:
+def run(spec: StudySpec, options: RunOptions, objective: Objective | None = None,
+        storage: BaseStorage | None = None) -> RunResult:
     """Run trials of the spec's study until it has `n_trials` finished ones.
 
     `n_trials` counts the whole study's COMPLETE and PRUNED trials, so a rerun resumes where
     the last one stopped and any number of workers share the budget exactly. When it returns
     normally no trial of the study is RUNNING. Validation and the objective's import happen
     before the storage is touched. A launcher that forks workers passes the `objective` it
-    built once.
+    built and the `storage` it opened once (its connections already let go, see
+    `hpo.workers`); this worker closes the connections it opens in it.
     """
     optuna_compat.check_versions()
     if objective is None:
         objective = build_objective(spec)
     url = resolve_storage_url(spec, options.storage)
-    storage = open_storage(url)
+    if storage is None:
+        storage = open_storage(url)
     try:
         return _Worker(spec, options, objective, url, storage).run()
     finally:

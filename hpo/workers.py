@@ -139,15 +139,21 @@ class ForkedWorker:
         return self.returncode
 
 
-def _forked_worker(spec: StudySpec, options: RunOptions, objective: Objective, env: dict,
-                   debug: bool, outcomes_file: Path) -> None:
-    """A forked child's whole life: run the study as one `hpo run` worker would."""
+def _forked_worker(spec: StudySpec, options: RunOptions, objective: Objective,
+                   storage: Any, env: dict, debug: bool, outcomes_file: Path) -> None:
+    """A forked child's whole life: run the study as one `hpo run` worker would, in the
+    parent's storage (opened, its schema checked), on connections of its own."""
     # The parent's forwarding handler is not this process's; the worker installs its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(env)
+    backend = optuna_compat.rdb_backend(storage)
+    if backend is not None:
+        # SQLAlchemy's rule for a forked process: forget the pooled connections, unclosed
+        # (closing them would close the parent's), and open new ones.
+        backend.engine.dispose(close=False)
     try:
-        result = run_one_worker(spec, options, objective)
+        result = run_one_worker(spec, options, objective, storage)
     except HpoError as e:
         if debug:
             raise
@@ -205,14 +211,16 @@ def _read_outcomes(files: list[Path], folder: Path) -> dict[str, int]:
 
 
 def _start(spec: StudySpec, options: RunOptions, index: int, debug: bool, env: dict,
-           outcomes_file: Path, objective: Objective | None) -> Any:
+           outcomes_file: Path, objective: Objective | None, study: Any) -> Any:
     """Worker `index`: forked when the objective was built here, else a new process."""
     if objective is None:
         return subprocess.Popen(worker_command(spec, options, index, debug, outcomes_file),
                                 env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     own = replace(options, quiet=True, write_note=False,
                   worker_id=worker_label(options.worker_id, index))
-    return ForkedWorker(_forked_worker, (spec, own, objective, env, debug, outcomes_file))
+    storage = optuna_compat.study_storage(study)
+    return ForkedWorker(_forked_worker,
+                        (spec, own, objective, storage, env, debug, outcomes_file))
 
 
 def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, url: str,
@@ -239,8 +247,8 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
     outcomes_dir = Path(tempfile.mkdtemp(prefix="hpo-workers-"))
     outcome_files = [outcomes_dir / f"{i}.json" for i in range(workers)]
     try:
-        children.extend(_start(spec, options, i, debug, env, outcome_files[i], objective)
-                        for i in range(workers))
+        children.extend(_start(spec, options, i, debug, env, outcome_files[i], objective,
+                               study) for i in range(workers))
         with progress_bar(spec, budget_total, finished_before, options.quiet) as progress:
             while any(child.poll() is None for child in children):
                 if signalled_at and time.monotonic() - signalled_at[0] > STOP_GRACE_S:
