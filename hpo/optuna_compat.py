@@ -138,6 +138,72 @@ class ClaimingStudy(optuna.Study):
         return self.claimed
 
 
+# --- Opening a storage without alembic (`optuna.storages._rdb.storage._VersionManager`). ----
+
+
+def _schema_head() -> str | None:
+    """The newest schema revision this Optuna knows, read from its migration scripts'
+    `revision` / `down_revision` lines: what alembic's ScriptDirectory computes, in a
+    millisecond. None if the scripts do not read as one chain (alembic then decides)."""
+    import re
+
+    import optuna.storages._rdb as rdb
+
+    folder = Path(rdb.__file__).parent / "alembic" / "versions"
+    revisions, parents = set(), set()
+    for script in folder.glob("*.py"):
+        text = script.read_text()
+        revision = re.search(r'^revision = "([^"]+)"', text, re.MULTILINE)
+        parent = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.MULTILINE)
+        if revision is None or parent is None:
+            return None
+        revisions.add(revision.group(1))
+        if parent.group(1):
+            parents.add(parent.group(1))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def install_quick_schema_check() -> None:
+    """Let `RDBStorage` open a database whose schema is already stamped without importing
+    alembic (half a second of every worker's and command's start): the stamped revision is
+    read with one query and compared with the scripts' head. A new or unstamped database,
+    or scripts that do not read as one chain, take Optuna's own path through alembic."""
+    from optuna.storages._rdb import storage as rdb_storage
+
+    original = rdb_storage._VersionManager
+    if getattr(original, "hpo_quick", False):
+        return
+    head = _schema_head()
+    if head is None:
+        return
+
+    class QuickVersionManager(original):  # type: ignore[misc, valid-type]
+        hpo_quick = True
+
+        def _stamped(self) -> str | None:
+            import sqlalchemy
+
+            try:
+                with self.engine.connect() as connection:
+                    return connection.execute(
+                        sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+            except sqlalchemy.exc.DBAPIError:
+                return None  # no such table yet
+
+        def _init_alembic(self) -> None:
+            if self._stamped() is None:
+                super()._init_alembic()
+
+        def get_current_version(self) -> str:
+            return self._stamped() or super().get_current_version()
+
+        def get_head_version(self) -> str:
+            return head
+
+    rdb_storage._VersionManager = QuickVersionManager
+
+
 # --- SQL on Optuna's tables (`optuna.storages._rdb.models`), one query where Optuna needs many.
 
 

@@ -116,6 +116,10 @@ def _create_rdb_storage(url: str) -> RDBStorage:
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+    from hpo.optuna_compat import install_quick_schema_check
+
+    install_quick_schema_check()
+
     # Workers that start together on a new database race to create Optuna's tables; the
     # losers see "already exists" and only need to look again once the winner is done. On
     # SQLite a loser may instead see "database is locked" at once, without the busy timeout:

@@ -6,6 +6,8 @@ and widen `SUPPORTED_VERSIONS`, or keep the upper bound.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 
@@ -15,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo import optuna_compat as compat
-from hpo.errors import HpoError
+from hpo.errors import HpoError, StorageError
 from hpo.locking import StudyLock
 from hpo.optuna_compat import ClaimingStudy
 from hpo.retry import connection_error
@@ -161,3 +163,36 @@ def test_a_claim_outlives_an_ask_that_lost_the_database(postgres_proxy):
         assert len(study.trials) == 1
     finally:
         dispose(storage)
+
+
+def test_the_schema_head_read_from_the_scripts_is_alembics():
+    from pathlib import Path
+
+    import alembic.config
+    import alembic.script
+    import optuna.storages._rdb as rdb
+
+    config = alembic.config.Config()
+    config.set_main_option("script_location", str(Path(rdb.__file__).parent / "alembic"))
+    head = alembic.script.ScriptDirectory.from_config(config).get_current_head()
+    assert compat._schema_head() == head
+
+
+def test_opening_a_stamped_database_does_not_import_alembic(storage_url):
+    dispose(open_storage(storage_url))  # created and stamped, through alembic if new
+    code = ("import sys; from hpo.storage import dispose, open_storage; "
+            f"dispose(open_storage({storage_url!r})); print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_a_database_of_an_older_schema_is_still_refused(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    dispose(open_storage(url))
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'")
+    with pytest.raises(StorageError, match="no longer compatible with the table schema"):
+        open_storage(url)
