@@ -280,12 +280,10 @@ def test_hpo_run_uses_every_cpu_for_the_trainer_only_when_it_pays(tmp_path):
     assert f"Ran {enough} trials with {cpus} workers" in done.stdout
     url = f"sqlite:///{tmp_path / 'many' / name}.db"
     assert {t.user_attrs["threads"] for t in trials(url, name)} == {1}
-    # ... and not with fewer trials, when told, or for a user's objective.
+    # ... and not with fewer trials, or for a user's objective.
     few, _ = trainer_study(tmp_path / "few", n_trials=enough - 1, epochs=20)
     callable_path, _ = study_file(tmp_path / "callable", n_trials=enough, sleep=0.0)
-    for command in ([HPO, "run", str(few), "-q"], [HPO, "run", str(path), "-q", "--n-trials",
-                                                    str(enough + 2), "--workers", "1"],
-                    [HPO, "run", str(callable_path), "-q"]):
+    for command in ([HPO, "run", str(few), "-q"], [HPO, "run", str(callable_path), "-q"]):
         done = subprocess.run(command, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr
         assert "workers, one per usable CPU" not in done.stderr
