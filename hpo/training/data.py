@@ -154,7 +154,7 @@ def _read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
                         f"(n,); got {x.shape} and {y.shape}")
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"{where}: X in {path.name} is not numeric (dtype {x.dtype})")
-    return x.astype(np.float64), y
+    return x.astype(np.float32), y  # as the trainer uses it: one copy, not two
 
 
 def _check(x: np.ndarray, classes: np.ndarray, where: str) -> None:
