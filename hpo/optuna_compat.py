@@ -192,11 +192,15 @@ def install_quick_schema_check() -> None:
                 return None  # no such table yet
 
         def _init_alembic(self) -> None:
-            if self._stamped() is None:
+            # Read once for the schema check that follows in `RDBStorage.__init__`, which
+            # takes it (an upgrade may change it later).
+            self.revision = self._stamped()
+            if self.revision is None:
                 super()._init_alembic()
 
         def get_current_version(self) -> str:
-            return self._stamped() or super().get_current_version()
+            revision = self.__dict__.pop("revision", None) or self._stamped()
+            return revision or super().get_current_version()
 
         def get_head_version(self) -> str:
             return head
