@@ -7,17 +7,18 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from hpo.divergence import DivergenceMonitor, training_monitor
+from hpo.divergence import training_monitor
 from hpo.training import LOCAL_WORKERS_ENV
 from hpo.training.data import Dataset
 from hpo.training.init import initialize
 from hpo.training.model import MLP
 from hpo.training.optim import make_optimizer
+from hpo.training.packed_optim import Rows, clip_rows, lr_after, momentum_of, rule_of
 
 # On a GPU, reading the loss syncs the device: the per-step losses are kept on it and read
 # together every few steps, then fed to the divergence rule one by one, as on the CPU.
@@ -99,23 +100,61 @@ def default_threads() -> int:
 
 
 def warm_up() -> None:
-    """Pay torch's one-time costs now, so the first trial's times compare with the others'.
+    """Pay torch's one-time costs now (its kernels' first calls), so the first trial's times
+    compare with the others', in every local worker forked after this."""
+    model = MLP(4, [4], 2, batch_norm=True, dropout=0.5)
+    optimizer = FlatOptimizer(model, TrainConfig(hidden=[4], lr=0.1), torch.device("cpu"))
+    train_step(model, optimizer, torch.ones(2, 4), torch.zeros(2, dtype=torch.long))
 
-    A process's first optimizer imports torch._dynamo: 1.5 s on a small CPU, which would
-    otherwise land in trial 0's duration (and in every local worker's first trial).
+
+class FlatOptimizer:
+    """One run's optimizer: a `hpo.training.packed_optim` rule, as a pack of one applies it.
+
+    The model's parameters are re-laid as views of one buffer (their gradients, of another),
+    so the rule updates all of them in a few tensor operations, and a trial trains exactly as
+    it would packed. Torch's optimizers stay unused: the first one a process makes imports
+    torch._dynamo, a second of every worker's startup.
     """
-    make_optimizer("sgd", [torch.zeros(1, requires_grad=True)], lr=0.1)
 
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: torch.device
+                 ) -> None:
+        params = list(model.parameters())
+        total = sum(p.numel() for p in params)
+        self.flat = torch.empty(1, total, device=device)
+        self.grad = torch.zeros(1, total, device=device)
+        offset = 0
+        for p in params:
+            where = slice(offset, offset + p.numel())
+            self.flat[0, where] = p.detach().reshape(-1)
+            p.data = self.flat[0, where].view_as(p)
+            p.grad = self.grad[0, where].view_as(p)  # autograd adds into it, in place
+            offset += p.numel()
 
-def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
-    sched = torch.optim.lr_scheduler
-    if config.lr_schedule == "cosine":
-        return sched.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.lr_schedule == "step":
-        return sched.StepLR(optimizer, config.lr_step_epochs, gamma=config.lr_decay or 0.1)
-    if config.lr_decay is not None:
-        return sched.ExponentialLR(optimizer, gamma=config.lr_decay)
-    return None
+        def column(value: float) -> torch.Tensor:
+            return torch.full((1, 1), float(value), device=device)
+
+        self.config = config
+        momentum = momentum_of(config.optimizer, config.momentum)
+        self.rule, nesterov = rule_of(config.optimizer, momentum)
+        self.rows = Rows.of(column(config.lr), column(momentum), column(config.weight_decay),
+                            column(0), nesterov)
+        self.clip = column(config.grad_clip) if config.grad_clip is not None else None
+        self.state: dict[str, torch.Tensor] = {}
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        self.grad.zero_()  # never None: the parameters' gradients are views of this buffer
+
+    def step(self) -> None:
+        if self.clip is not None:
+            clip_rows(self.grad, self.clip)
+        self.rows.step += 1
+        self.rule(self.flat, self.grad, self.rows, self.state)
+
+    def end_epoch(self, epochs_done: int) -> None:
+        """Set the learning rate of the next epoch, by the config's schedule."""
+        c = self.config
+        self.rows.lr.fill_(lr_after(epochs_done, c.lr, c.lr_schedule, c.lr_decay,
+                                    c.lr_step_epochs, c.epochs))
 
 
 @torch.no_grad()
@@ -133,13 +172,76 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return (loss_sum / len(x)).item(), (correct.float() / len(x)).item()
 
 
-def _check_losses(monitor: DivergenceMonitor, losses: torch.Tensor, first_step: int) -> str | None:
-    """Feed the losses of consecutive steps from `first_step` on to the rule, in order."""
-    for offset, loss in enumerate(losses.tolist()):
-        reason = monitor.check(loss, first_step + offset)
-        if reason:
-            return reason
-    return None
+class Progress:
+    """One run's bookkeeping, the same whether it trains alone or packed with others: its
+    step losses through the divergence rule, its epochs' metrics, and when it stops."""
+
+    def __init__(self, config: TrainConfig, reporter: Reporter | None) -> None:
+        self.config = config
+        self.reporter = reporter
+        factor = config.divergence_factor
+        self.monitor = training_monitor(factor) if factor else None
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": [],
+                                                "val_accuracy": []}
+        self.best_value: float | None = None
+        self.best_val_loss, self.epochs_since_better = math.inf, 0
+        self.initial_loss = math.nan
+        self.stop_reason: str | None = None
+        self.diverged = False
+        self.steps = 0  # steps whose losses were recorded
+
+    def record_losses(self, losses: list[float]) -> bool:
+        """Take the losses of this run's next steps, in order; True when the divergence
+        rule stops the run."""
+        for loss in losses:
+            if self.steps == 0:
+                self.initial_loss = loss
+            reason = self.monitor.check(loss, self.steps) if self.monitor else None
+            self.steps += 1
+            if reason:
+                self.stop_reason, self.diverged = reason, True
+                return True
+        return False
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Record an epoch's train_loss, val_loss and val_accuracy; True when the run stops
+        after it (diverged, stopped by the reporter, or early stopping)."""
+        for name, value in metrics.items():
+            self.history[name].append(value)
+        if _better(self.config.metric, metrics[self.config.metric], self.best_value):
+            self.best_value = metrics[self.config.metric]
+        if self.diverged:
+            return True
+        if self.reporter is not None:
+            self.reporter.report(epoch, metrics)
+            if self.reporter.should_stop():
+                self.stop_reason = f"stopped by the reporter after epoch {epoch}"
+                return True
+        if metrics["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.epochs_since_better = metrics["val_loss"], 0
+        else:
+            self.epochs_since_better += 1
+        patience = self.config.early_stop_patience
+        if patience and self.epochs_since_better >= patience:
+            self.stop_reason = f"early stop: val_loss did not improve for {patience} epochs"
+            return True
+        return False
+
+    def result(self, n_classes: int, n_params: int, device: torch.device,
+               started: float) -> TrainResult:
+        return TrainResult(
+            history=self.history,
+            best_value=self.best_value,
+            epochs_run=len(self.history["train_loss"]),
+            stop_reason=self.stop_reason,
+            diverged=self.diverged,
+            initial_loss=self.initial_loss,
+            expected_initial_loss=math.log(n_classes),
+            n_params=n_params,
+            device=str(device),
+            threads=torch.get_num_threads(),
+            train_seconds=time.perf_counter() - started,
+        )
 
 
 def _better(metric: str, value: float, best: float | None) -> bool:
@@ -150,22 +252,30 @@ def _better(metric: str, value: float, best: float | None) -> bool:
     return value > best if metric == "val_accuracy" else value < best
 
 
-def build(config: TrainConfig, data: Dataset, device: torch.device
-          ) -> tuple[MLP, torch.optim.Optimizer]:
-    """The initialized model on `device` and its optimizer, as `config` describes them."""
+def build_model(config: TrainConfig, data: Dataset, device: torch.device) -> MLP:
+    """The initialized model on `device`, as `config` describes it."""
     model = MLP(data.n_features, config.hidden, data.n_classes, config.activation,
                 config.batch_norm, config.dropout)
     initialize(model, config.initializer)
-    model.to(device)
+    return model.to(device)
+
+
+def build(config: TrainConfig, data: Dataset, device: torch.device
+          ) -> tuple[MLP, torch.optim.Optimizer]:
+    """The initialized model on `device` and torch's optimizer for it (the probes' and
+    lr-find's, which step it by hand)."""
+    model = build_model(config, data, device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum,
                                config.weight_decay)
     return model, optimizer
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, grad_clip: float | None = None) -> torch.Tensor:
-    """One update on the batch (x, y), the gradient norm clipped to `grad_clip` if set;
-    returns the batch's loss, detached (reading it is the caller's choice: it syncs a GPU)."""
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | FlatOptimizer,
+               x: torch.Tensor, y: torch.Tensor, grad_clip: float | None = None
+               ) -> torch.Tensor:
+    """One update on the batch (x, y), the gradient norm clipped to `grad_clip` if set (a
+    FlatOptimizer clips by itself); returns the batch's loss, detached (reading it is the
+    caller's choice: it syncs a GPU)."""
     loss = F.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -173,6 +283,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
+
+
+def batches_end(n: int, batch_size: int, batch_norm: bool) -> int:
+    """Where an epoch's batches end: batch norm cannot train on a batch of one, so such a
+    trailing batch is dropped."""
+    return n - 1 if batch_norm and n % batch_size == 1 else n
 
 
 def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) -> TrainResult:
@@ -183,27 +299,19 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    model, optimizer = build(config, data, device)
-    scheduler = _scheduler(config, optimizer)
+    model = build_model(config, data, device)
+    optimizer = FlatOptimizer(model, config, device)
 
     x_train = torch.from_numpy(data.x_train).to(device)
     y_train = torch.from_numpy(data.y_train).to(device)
     x_val = torch.from_numpy(data.x_val).to(device)
     y_val = torch.from_numpy(data.y_val).to(device)
     n = len(x_train)
-    # Batch norm cannot train on a batch of one: drop such a trailing batch.
-    last_start = n - 1 if config.batch_norm and n % config.batch_size == 1 else n
+    last_start = batches_end(n, config.batch_size, config.batch_norm)
 
-    monitor = training_monitor(config.divergence_factor) if config.divergence_factor else None
+    progress = Progress(config, reporter)
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
     pending, held = torch.empty(check_every, device=device), 0  # losses not yet checked
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
-    best_value: float | None = None
-    best_val_loss, epochs_since_better = math.inf, 0
-    initial_loss = math.nan
-    stop_reason: str | None = None
-    diverged = False
-    step = 0
 
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=shuffle).to(device)
@@ -211,57 +319,26 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
         seen = 0
         for start in range(0, last_start, config.batch_size):
             index = order[start:start + config.batch_size]
-            detached = train_step(model, optimizer, x_train[index], y_train[index],
-                                  config.grad_clip)
+            detached = train_step(model, optimizer, x_train[index], y_train[index])
             loss_sum += detached * len(index)
             seen += len(index)
-            if step == 0:
-                initial_loss = detached.item()
-            if monitor is not None:
-                pending[held] = detached
-                held += 1
-                if held == check_every or start + config.batch_size >= last_start:
-                    stop_reason = _check_losses(monitor, pending[:held], step - held + 1)
-                    held = 0
-            step += 1
-            if stop_reason:
-                diverged = True
-                break
+            if progress.monitor is None and progress.steps > 0:
+                progress.steps += 1  # without the rule only the first loss is read
+                continue
+            pending[held] = detached
+            held += 1
+            if (held == check_every or start + config.batch_size >= last_start
+                    or progress.monitor is None):
+                diverged = progress.record_losses(pending[:held].tolist())
+                held = 0
+                if diverged:
+                    break
         train_loss = (loss_sum / max(seen, 1)).item()
         val_loss, val_accuracy = evaluate(model, x_val, y_val)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
-        for name, value in metrics.items():
-            history[name].append(value)
-        if _better(config.metric, metrics[config.metric], best_value):
-            best_value = metrics[config.metric]
-        if diverged:
+        if progress.end_epoch(epoch, metrics):
             break
-        if reporter is not None:
-            reporter.report(epoch, metrics)
-            if reporter.should_stop():
-                stop_reason = f"stopped by the reporter after epoch {epoch}"
-                break
-        if scheduler is not None:
-            scheduler.step()
-        if val_loss < best_val_loss:
-            best_val_loss, epochs_since_better = val_loss, 0
-        else:
-            epochs_since_better += 1
-        if config.early_stop_patience and epochs_since_better >= config.early_stop_patience:
-            stop_reason = (f"early stop: val_loss did not improve for "
-                           f"{config.early_stop_patience} epochs")
-            break
+        optimizer.end_epoch(epoch + 1)
 
-    return TrainResult(
-        history=history,
-        best_value=best_value,
-        epochs_run=len(history["train_loss"]),
-        stop_reason=stop_reason,
-        diverged=diverged,
-        initial_loss=initial_loss,
-        expected_initial_loss=math.log(data.n_classes),
-        n_params=sum(p.numel() for p in model.parameters()),
-        device=str(device),
-        threads=torch.get_num_threads(),
-        train_seconds=time.perf_counter() - started,
-    )
+    return progress.result(data.n_classes, sum(p.numel() for p in model.parameters()), device,
+                           started)
