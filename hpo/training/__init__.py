@@ -1,4 +1,5 @@
-"""The PyTorch side: data, model, initialization, optimizers and the training loop.
+"""The PyTorch side: data, model, initialization, optimizers, the training loop, and packed
+training (several runs as one stacked model).
 
 Nothing here imports Optuna: the loop takes a config and a small reporter, so it runs and is
 tested on its own; `hpo.objective` adapts an Optuna trial to it.
