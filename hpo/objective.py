@@ -95,7 +95,7 @@ def build_objective(spec: StudySpec) -> Objective:
     The built-in trainer's data is read here, once, before any trial.
     """
     if spec.objective.trainer:
-        return _trainer_objective(spec)
+        return TrainerObjective(spec)
     user_function = load_callable(spec)
 
     def objective(trial: optuna.Trial) -> float:
@@ -139,7 +139,8 @@ def trainer_config(spec: StudySpec, params: dict[str, Any]) -> Any:
     """The TrainConfig for one trial: the spec's model and train sections, then its params."""
     from hpo.training.loop import TrainConfig
 
-    values = {**spec.objective.model.model_dump(), **spec.objective.train.model_dump()}
+    values = {**spec.objective.model.model_dump(),
+              **spec.objective.train.model_dump(exclude={"pack"})}
     values.update({k: v for k, v in params.items() if k in values})
     if "hidden" in params:
         values["hidden"] = hidden_layers(params["hidden"])
@@ -170,18 +171,40 @@ def _finite_or_none(values: list[float]) -> list[float | None]:
     return [v if v == v and abs(v) != float("inf") else None for v in values]
 
 
-def _trainer_objective(spec: StudySpec) -> Objective:
-    import optuna
+class TrainerObjective:
+    """The built-in trainer as a trial's objective: called, it trains the trial's model alone;
+    `start` and `finish` let a worker train several trials at once, packed (`hpo.training.pack`).
+    The data is read, and torch warmed up, once, here."""
 
-    from hpo.training import loop
+    def __init__(self, spec: StudySpec) -> None:
+        from hpo.training import loop
 
-    data = load_trainer_data(spec)
-    loop.warm_up()
+        self.spec = spec
+        self.data = load_trainer_data(spec)
+        loop.warm_up()
 
-    def objective(trial: optuna.Trial) -> float:
-        suggest_all(trial, spec.search_space)
-        config = trainer_config(spec, trial.params)
-        result = loop.train(config, data, _TrialReporter(trial, spec.metric))
+    def __call__(self, trial: optuna.Trial) -> float:
+        from hpo.training import loop
+
+        config = self.config(trial)
+        return self.finish(trial, loop.train(config, self.data,
+                                             _TrialReporter(trial, self.spec.metric)))
+
+    def config(self, trial: optuna.Trial) -> Any:
+        """Suggest the trial's search space; the TrainConfig it gives."""
+        suggest_all(trial, self.spec.search_space)
+        return trainer_config(self.spec, trial.params)
+
+    def start(self, trial: optuna.Trial) -> Any:
+        """The trial as a run to add to a `Pack` (tagged with the trial)."""
+        from hpo.training.pack import Run
+
+        return Run(self.config(trial), _TrialReporter(trial, self.spec.metric), trial)
+
+    def finish(self, trial: optuna.Trial, result: Any) -> float:
+        """Record a finished training run on its trial: its value, or why it was pruned."""
+        import optuna
+
         attrs = {
             "epochs_run": result.epochs_run,
             "initial_loss": _finite_or_none([result.initial_loss])[0],
@@ -201,7 +224,5 @@ def _trainer_objective(spec: StudySpec) -> Objective:
         if result.stop_reason and result.stop_reason.startswith("stopped by the reporter"):
             raise optuna.TrialPruned()  # the early pruner's reason is the runner's to record
         if result.best_value is None:
-            raise ValueError(f"no epoch produced a finite {spec.metric}")
+            raise ValueError(f"no epoch produced a finite {self.spec.metric}")
         return result.best_value
-
-    return objective

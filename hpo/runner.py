@@ -3,7 +3,9 @@
 Each pass takes the study lock, fails trials whose worker went silent (queueing their
 retries), counts the study's trials and decides (`hpo.budget.next_move`): start a trial,
 wait for running ones, or stop. A started trial is claimed and asked under the lock and run
-outside it (`hpo.trial_run`). Every database step is retried while the database is
+outside it (`hpo.trial_run`). With `train.pack` K > 1 the built-in trainer's worker keeps up
+to K trials training at once in a `Pack`: it asks a trial whenever one ends and leaves room,
+and tells each the moment it ends. Every database step is retried while the database is
 unreachable (`hpo.retry`); every wait is bounded and ends within a second of a signal.
 """
 
@@ -14,6 +16,8 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +29,14 @@ from hpo.errors import HpoError
 from hpo.heartbeat import Reaper
 from hpo.locking import StudyLock
 from hpo.note import write_study_note
-from hpo.objective import Objective, build_objective
+from hpo.objective import Objective, TrainerObjective, build_objective
+from hpo.packing import pack_size
 from hpo.retry import Retrying
 from hpo.signals import StopSignals
 from hpo.storage import dispose, mask_url, open_storage, resolve_storage_url
 from hpo.study import Interrupted, create_or_load_study
 from hpo.training import LOCAL_WORKERS_ENV
-from hpo.trial_run import TrialRunner
+from hpo.trial_run import Outcome, TrialRunner
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -126,8 +131,19 @@ class _Worker:
         self.signals = StopSignals()
         self.retrying = Retrying(url, self.signals.stop, on_lost=self._connection_lost)
         self.lock = StudyLock(self.backend, spec.name, self.signals.stop)
+        self.objective = objective
         self.trials = TrialRunner(spec, objective, self.signals, self.retrying,
                                   options.worker_id)
+        # Trials trained at once, packed: only the built-in trainer's can be.
+        self.pack: Any = None
+        size = pack_size(spec)
+        if size > 1 and isinstance(objective, TrainerObjective):
+            from hpo.training.pack import Pack
+
+            self.pack = Pack(objective.data, size, spec.objective.train.device,
+                             spec.objective.train.threads)
+        self.refill = True
+        self.packed: list[Any] = []  # the pack's runs, until the study is told their end
         self.budget = options.n_trials or spec.n_trials
         self.grid_size = (space.grid_size(spec.search_space) if spec.sampler.type == "grid"
                           else None)
@@ -178,45 +194,130 @@ class _Worker:
         finished = budget.finished_count(budget.count_by_state(self.study))
         # The bar's best is the study's at start, then this worker's: reading the study's best
         # after every trial would cost a query per trial for a number on the screen.
-        best = _best_value(self.study)
-        pick_best = max if self.spec.direction == "maximize" else min
-        progress = progress_bar(self.spec, self.budget, finished, self.options.quiet)
-        outcomes: Counter[str] = Counter()
-        with progress:
+        self.best = _best_value(self.study)
+        self.outcomes: Counter[str] = Counter()
+        self.progress = progress_bar(self.spec, self.budget, finished, self.options.quiet)
+        with self.progress, self._packed_runs_ended():
             while not self.signals.stop.is_set():
-                if timeout is not None and time.perf_counter() - started >= timeout:
+                timed_out = timeout is not None and time.perf_counter() - started >= timeout
+                if self.pack is not None:
+                    if not self._packed_round(timed_out):
+                        break
+                    continue
+                if timed_out:
                     break
                 move, finished, trial = self.retrying(self._step, "starting a trial")
-                progress.update(finished - progress.n)
+                self.progress.update(finished - self.progress.n)
                 if move == Move.DONE:
                     break
                 if move == Move.WAIT:
                     self.signals.stop.wait(WAIT_POLL_S)
                     continue
                 self.waited_for = ()
-                outcome = self.trials(self.study, trial)
-                outcomes[outcome.state.name] += 1
-                if self.trials.failures_in_a_row >= self.spec.max_failures_in_a_row:
-                    error = self.trials.last_error
-                    raise HpoError(
-                        f"{self.trials.failures_in_a_row} trials in a row failed, the last "
-                        f"with {type(error).__name__}: {error}; fix the objective (run with "
-                        "--debug for the traceback), or raise max_failures_in_a_row in "
-                        "the study file"
-                    ) from error
-                if outcome.value is not None:
-                    best = outcome.value if best is None else pick_best(best, outcome.value)
-                if best is not None:
-                    progress.set_postfix_str(f"best {self.spec.metric}={best:.6g}",
-                                             refresh=False)
+                self._record(self.trials(self.study, trial))
             if not self.signals.stop.is_set():
                 counts = self.retrying(lambda: budget.count_by_state(self.study),
                                        "counting trials")
-                progress.update(budget.finished_count(counts) - progress.n)
-        return dict(outcomes)
+                self.progress.update(budget.finished_count(counts) - self.progress.n)
+        return dict(self.outcomes)
 
-    def _step(self) -> tuple[Move, int, optuna.Trial | None]:
-        """Under the study lock: reap, count, decide; claim and ask a trial if starting."""
+    @contextmanager
+    def _packed_runs_ended(self) -> Iterator[None]:
+        """However the loop ends, no packed trial is left RUNNING with its heartbeat on: a
+        signal between batches, or an error, fails those still training."""
+        try:
+            yield
+        finally:
+            if self.packed:
+                error: BaseException = (KeyboardInterrupt() if self.signals.stop.is_set()
+                                        else RuntimeError("the worker stopped with an error"))
+                self._end_runs(list(self.packed), error)
+
+    def _record(self, outcome: Outcome) -> None:
+        """Count a trial's end, show the best, and stop on too many failures in a row."""
+        self.outcomes[outcome.state.name] += 1
+        if self.trials.failures_in_a_row >= self.spec.max_failures_in_a_row:
+            error = self.trials.last_error
+            raise HpoError(
+                f"{self.trials.failures_in_a_row} trials in a row failed, the last "
+                f"with {type(error).__name__}: {error}; fix the objective (run with "
+                "--debug for the traceback), or raise max_failures_in_a_row in "
+                "the study file"
+            ) from error
+        if outcome.value is not None:
+            pick_best = max if self.spec.direction == "maximize" else min
+            self.best = outcome.value if self.best is None else pick_best(self.best,
+                                                                          outcome.value)
+        if self.best is not None:
+            self.progress.set_postfix_str(f"best {self.spec.metric}={self.best:.6g}",
+                                          refresh=False)
+
+    def _packed_round(self, timed_out: bool) -> bool:
+        """Fill the pack with new trials where there is room, then train every trial in it
+        one batch and tell those that ended; False when the worker is done."""
+        pack = self.pack
+        if pack.has_room and self.refill and not timed_out:
+            move, finished = self._fill_pack()
+            self.progress.update(finished - self.progress.n)
+            # Asking again before a trial ends would find the same counts, a query per batch.
+            self.refill = not len(pack)
+            if not len(pack):
+                if move == Move.DONE:
+                    return False
+                if move == Move.WAIT:
+                    self.signals.stop.wait(WAIT_POLL_S)
+                return True
+        if not len(pack):
+            return False  # timed out
+        error: BaseException | None = None
+        try:
+            with self.signals.objective_running():
+                pack.step()
+        except BaseException as e:  # a signal, or a failure of the stacked model: every trial
+            error = e
+            pack.groups.clear()
+        ended = [run for run in self.packed if run.result is not None or error is not None]
+        self._end_runs(ended, error)
+        if ended:
+            self.refill = True
+        return True
+
+    def _end_runs(self, runs: list[Any], error: BaseException | None) -> None:
+        """Tell the study how packed runs ended: their result, else `error`."""
+        for run in runs:
+            self.packed.remove(run)
+            result = run.result if run.result is not None else error
+            self._record(self.trials.end(run.tag, self._finisher(run.tag.trial, result)))
+
+    def _finisher(self, trial: optuna.Trial, result: Any) -> Callable[[], float]:
+        def finish() -> float:
+            if isinstance(result, BaseException):
+                raise result
+            return self.objective.finish(trial, result)
+        return finish
+
+    def _fill_pack(self) -> tuple[Move, int]:
+        """Ask and start trials while the pack has room and the budget allows."""
+        move, finished = Move.START, self.progress.n
+        while self.pack.has_room and move == Move.START:
+            move, finished, trial = self.retrying(
+                lambda: self._step(quiet=len(self.pack) > 0), "starting a trial")
+            if move != Move.START:
+                break
+            self.waited_for = ()
+            started = self.trials.begin(self.study, trial)
+            try:
+                run = self.objective.start(trial)
+                run.tag = started
+                self.pack.add(run)
+                self.packed.append(run)
+            except Exception as e:  # a bad suggestion: this trial fails, the pack goes on
+                self._record(self.trials.end(started, self._finisher(trial, e)))
+        return move, finished
+
+    def _step(self, quiet: bool = False) -> tuple[Move, int, optuna.Trial | None]:
+        """Under the study lock: reap, count, decide; claim and ask a trial if starting.
+        `quiet`: say nothing of waiting (the worker has trials of its own to train)."""
         study = self.study
         if not self.lock.acquire():
             return Move.DONE, 0, None  # a signal came while waiting for the lock
@@ -233,7 +334,8 @@ class _Worker:
                 move = budget.next_move(counts, self.budget, grid_left,
                                         heartbeats=bool(self.spec.heartbeat))
             if move == Move.WAIT:
-                self._say_what_it_waits_for(counts)
+                if not quiet:
+                    self._say_what_it_waits_for(counts)
                 return move, finished, None
             if move == Move.DONE:
                 return move, finished, None

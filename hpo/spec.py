@@ -343,6 +343,18 @@ class TrainSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     seed: int = 0
+    # Trials a worker trains at once, those of one model shape and batch size as one stacked
+    # model (`hpo.training.pack`); `auto` packs where it pays (`hpo.packing.pack_size`).
+    pack: int | Literal["auto"] = Field(default="auto")
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack_is_auto_or_a_count(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return value
+        raise ValueError(f"pack must be auto or a number of trials at least 1 (1 trains one "
+                         f"at a time), but got {value!r}")
 
 
 class HeartbeatSpec(_Strict):
@@ -398,7 +410,7 @@ class ObjectiveSpec(_Strict):
 TRAINER_EXTRA_PARAMS = ("hidden_units", "n_layers")
 TRAINER_PARAMS = tuple(
     n for n in (*ModelSpec.model_fields, *TrainSpec.model_fields, *TRAINER_EXTRA_PARAMS)
-    if n not in ("device", "threads", "seed", "lr_schedule", "lr_step_epochs")
+    if n not in ("device", "threads", "seed", "lr_schedule", "lr_step_epochs", "pack")
 )
 
 
@@ -467,6 +479,8 @@ class StudySpec(_Strict):
         """
         identity = self.model_dump(mode="json", exclude=set(RUN_ONLY_FIELDS),
                                    exclude_none=True, exclude_defaults=True)
+        # How many trials a worker trains at once changes no trial's result.
+        identity.get("objective", {}).get("train", {}).pop("pack", None)
         # Limits change no trial, only what hpo advises: adding one must not refuse a resume.
         for entry in identity.get("search_space", {}).values():
             entry.pop("limits", None)

@@ -14,7 +14,8 @@ import math
 import os
 import socket
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,17 @@ if TYPE_CHECKING:
     from hpo.spec import StudySpec
 
 logger = logging.getLogger("hpo")
+
+
+@dataclass
+class StartedTrial:
+    """A trial whose recording and heartbeat have begun; `TrialRunner.end` ends both."""
+
+    study: optuna.Study
+    trial: optuna.Trial
+    recorder: TrialRecorder
+    exits: ExitStack  # the heartbeat
+    clock: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -65,6 +77,14 @@ class TrialRunner:
 
     def __call__(self, study: optuna.Study, trial: optuna.Trial) -> Outcome:
         """Run `trial` and tell the study; returns how it ended."""
+        def objective() -> float:
+            with self.signals.objective_running():
+                return self.objective(trial)
+
+        return self.end(self.begin(study, trial), objective)
+
+    def begin(self, study: optuna.Study, trial: optuna.Trial) -> StartedTrial:
+        """Start recording `trial` and its heartbeat, before its objective runs."""
         divergence = self.spec.pruner.divergence
         recorder = TrialRecorder(
             compat.study_storage(study), compat.trial_id(trial),
@@ -81,9 +101,18 @@ class TrialRunner:
             if link is not None:
                 attrs["retry_of"] = link
         recorder.set_attrs(attrs)
-        with self._heartbeat(study, trial):
-            recorder.start()
-            outcome = self._execute(study, trial, recorder)
+        started = StartedTrial(study, trial, recorder, ExitStack())
+        started.exits.enter_context(self._heartbeat(study, trial))
+        recorder.start()
+        return started
+
+    def end(self, started: StartedTrial, body: Callable[[], float]) -> Outcome:
+        """Run the rest of the trial's objective (`body`: its value, or its exception),
+        then tell the study; returns how it ended. A signal interrupts `body` only where it
+        says so (`StopSignals.objective_running`)."""
+        study, trial, recorder = started.study, started.trial, started.recorder
+        with started.exits:
+            outcome = self._execute(study, trial, recorder, body, started.clock)
             recorder.close()
             recorder.set_attrs(outcome.attrs)
             stored = self._store(study, trial, recorder, outcome)
@@ -101,12 +130,10 @@ class TrialRunner:
         return Heartbeat(backend, compat.trial_id(trial), self.spec.heartbeat.interval,
                          on_lost=self.retrying.on_lost)
 
-    def _execute(self, study: optuna.Study, trial: optuna.Trial,
-                 recorder: TrialRecorder) -> Outcome:
-        started = time.perf_counter()
+    def _execute(self, study: optuna.Study, trial: optuna.Trial, recorder: TrialRecorder,
+                 body: Callable[[], float], started: float) -> Outcome:
         try:
-            with self.signals.objective_running():
-                value = self.objective(trial)
+            value = body()
             outcome = Outcome(TrialState.COMPLETE, _finite(value))
             self.failures_in_a_row = 0
         except optuna.TrialPruned as e:
