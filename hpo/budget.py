@@ -77,9 +77,11 @@ def describe_wait(trials: list[FrozenTrial], grace: float | None) -> str:
     """One line: which trials a worker waits for, on which workers, and for how long at most."""
     def worker(trial: FrozenTrial) -> str:
         attrs = trial.user_attrs
-        return f"{attrs.get('worker_host', '?')}:{attrs.get('worker_pid', '?')}"
+        if "worker_host" not in attrs:  # just asked, or asked outside hpo
+            return " (unknown worker)"
+        return f" ({attrs['worker_host']}:{attrs.get('worker_pid', '?')})"
 
-    shown = ", ".join(f"{t.number} ({worker(t)})" for t in trials[:5])
+    shown = ", ".join(f"{t.number}{worker(t)}" for t in trials[:5])
     shown += f" and {len(trials) - 5} more" if len(trials) > 5 else ""
     bound = (f"; a trial whose worker is silent for {grace:g} s is failed and retried"
              if grace else "")
