@@ -12,7 +12,7 @@ process start to exit, startup and the database included. Goal: hpo at most 0.5x
 
 Runs alternate; medians compared.
 
-    python benchmarks/trainer.py [--rounds 3] [--device auto] [--skip-trials]
+    python benchmarks/trainer.py [--rounds 3] [--device auto] [--skip-trials] [--pack auto]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ objective:
   trainer: mlp
   data: {dataset: digits, normalize: standard, val_fraction: 0.2, seed: 0}
   model: {hidden: [256, 256], batch_norm: true}
-  train: {epochs: 20, device: DEVICE}
+  train: {epochs: 20, device: DEVICE, pack: PACK}
 search_space:
   lr: {type: categorical, choices: [0.001, 0.003]}
   optimizer: {type: categorical, choices: [adam, sgd]}
@@ -148,14 +148,14 @@ print(f"best val_accuracy {best:.4f}")
 """
 
 
-def whole_processes(rounds: int, device: str) -> None:
+def whole_processes(rounds: int, device: str, pack: str) -> None:
     """hpo run on the 8-trial grid against the tutorial script, process start to exit; and
     startup: process start to hpo's first trial, against the script's imports and data."""
     import optuna
 
     with tempfile.TemporaryDirectory() as folder:
         study = Path(folder) / "grid8.yaml"
-        study.write_text(GRID_STUDY.replace("DEVICE", device))
+        study.write_text(GRID_STUDY.replace("DEVICE", device).replace("PACK", pack))
         script = Path(folder) / "tutorial.py"
         script.write_text(f"DEVICE = {device!r}\n" + TUTORIAL_SCRIPT)
         env = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
@@ -197,11 +197,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pack", default="auto", help="the study's train.pack")
     parser.add_argument("--skip-trials", action="store_true",
                         help="only the whole-process comparison")
     args = parser.parse_args()
     device = pick_device(args.device)
-    whole_processes(args.rounds, device.type)
+    whole_processes(args.rounds, device.type, args.pack)
     if args.skip_trials:
         return
     folder = Path(".")

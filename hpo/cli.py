@@ -115,10 +115,8 @@ def run(
     spec = load_spec(spec_file)
     _quiet_optuna(ctx.obj["debug"])
     options = runner.RunOptions(storage, n_trials, timeout, quiet, worker_id, note, stage)
-    chosen = workers is None
     if workers is None:
         workers = _chosen_workers(spec, n_trials)
-    _say_choices(spec, workers if chosen else None)
     if spec.stages is not None:
         _run_staged(ctx, spec, spec_file, options, workers)
         return
@@ -143,26 +141,11 @@ def run(
 def _chosen_workers(spec: Any, n_trials: int | None) -> int:
     from hpo.workers import default_workers
 
-    return default_workers(spec, n_trials)
-
-
-def _say_choices(spec: Any, chosen_workers: int | None) -> None:
-    """One line on stderr for what `hpo run` chose by itself: workers, packed trials."""
-    from hpo.packing import pack_size
-
-    pack = pack_size(spec) if spec.objective.train.pack == "auto" else 1
-    workers = chosen_workers if chosen_workers and chosen_workers > 1 else None
-    if workers is None and pack == 1:
-        return
-    packed = f"{pack} trials at once as one stacked model" if pack > 1 else ""
-    if workers is not None:
-        what = (f"{workers} workers, one per usable CPU, each training "
-                f"{packed + ' ' if packed else ''}on one thread")
-        undo = "--workers 1 runs one" + ("; train: {pack: 1} trains one trial at a time"
-                                         if packed else "")
-    else:
-        what, undo = f"training {packed}", "train: {pack: 1} trains one trial at a time"
-    click.echo(f"hpo: {what} (small models train faster so); {undo}", err=True)
+    workers = default_workers(spec, n_trials)
+    if workers > 1:
+        click.echo(f"hpo: {workers} workers, one per usable CPU, each training on one thread "
+                   "(small models train faster so); --workers 1 runs one", err=True)
+    return workers
 
 
 def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,

@@ -344,7 +344,7 @@ class TrainSpec(_Strict):
     threads: int | None = Field(default=None, ge=1)
     seed: int = 0
     # Trials a worker trains at once, those of one model shape and batch size as one stacked
-    # model (`hpo.training.pack`); `auto` packs where it pays (`hpo.packing.pack_size`).
+    # model (`hpo.training.pack`); `auto`: where measured to pay (`hpo.packing`).
     pack: int | Literal["auto"] = Field(default="auto")
 
     @field_validator("pack", mode="before")

@@ -6,18 +6,16 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.packing import AUTO_PACK, pack_size
+from hpo.packing import pack_size
 from hpo.spec import load_spec
 from tests.conftest import assert_one_line, cli, load
 
 HPO = shutil.which("hpo") or "hpo"
-STUDIES = Path(__file__).parent.parent / "studies"
 
 STUDY = """
 name: {name}
@@ -138,27 +136,16 @@ def test_changing_pack_resumes_the_same_study(tmp_path):
     assert len(load(path, "packed").trials) == 4
 
 
-def test_auto_packs_the_trainer_says_so_first_and_never_packs_a_callable(tmp_path):
+def test_auto_trains_one_at_a_time_and_a_callable_is_never_packed(tmp_path):
+    # On the CPU packing measured no faster than one one-thread worker per core (see
+    # hpo.packing); on a GPU it is not measured yet.
     path = write(tmp_path, n_trials=2, epochs=1, pack="auto")
-    assert pack_size(load_spec(path)) == AUTO_PACK
+    assert pack_size(load_spec(path)) == 1
     done = subprocess.run([HPO, "run", str(path), "-q"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[0] == (
-        f"hpo: training {AUTO_PACK} trials at once as one stacked model (small models train "
-        "faster so); train: {pack: 1} trains one trial at a time")
-    assert overlapped(load(path, "packed").trials)
+    assert not overlapped(load(path, "packed").trials)
     assert pack_size(load_spec(write(tmp_path, name="two", pack=2))) == 2
-    # Not where batches or layers are large enough to be arithmetic-bound on the CPU ...
-    quickstart = load_spec(STUDIES / "quickstart.yaml")  # batch sizes up to 256
-    assert pack_size(quickstart) == 1
-    wide = write(tmp_path, name="wide", pack="auto")
-    wide.write_text(wide.read_text().replace("hidden: [32]", "hidden: [512]"))
-    assert pack_size(load_spec(wide)) == 1
-    # ... nor, until a GPU has measured it, on a GPU.
-    gpu = write(tmp_path, name="gpu", pack="auto")
-    gpu.write_text(gpu.read_text().replace("threads: 1}", "threads: 1, device: cuda}"))
-    assert pack_size(load_spec(gpu)) == 1
     callable_study = tmp_path / "callable.yaml"
     callable_study.write_text("name: c\ndirection: minimize\nn_trials: 2\n"
                               "objective: {callable: 'f.py:objective'}\n"

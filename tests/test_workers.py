@@ -270,14 +270,13 @@ def test_hpo_run_uses_every_cpu_for_the_trainer_only_when_it_pays(tmp_path):
     cpus = len(os.sched_getaffinity(0))
     if cpus < 2:
         pytest.skip("one CPU: one worker is all there is")
-    chose = f"hpo: {cpus} workers, one per usable CPU, each training "
+    chose = f"hpo: {cpus} workers, one per usable CPU, each training on one thread"
     enough = TRIALS_PER_WORKER * cpus
     path, name = trainer_study(tmp_path / "many", n_trials=enough, epochs=20)
     done = subprocess.run([HPO, "run", str(path), "-q"], capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr
-    first_line = done.stderr.splitlines()[0]
-    assert first_line.startswith(chose) and "on one thread" in first_line
+    assert done.stderr.splitlines()[0].startswith(chose)
     assert f"Ran {enough} trials with {cpus} workers" in done.stdout
     url = f"sqlite:///{tmp_path / 'many' / name}.db"
     assert {t.user_attrs["threads"] for t in trials(url, name)} == {1}
