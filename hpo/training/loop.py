@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,6 @@ from hpo.training import LOCAL_WORKERS_ENV
 from hpo.training.data import Dataset
 from hpo.training.init import initialize
 from hpo.training.model import MLP
-from hpo.training.optim import make_optimizer
 from hpo.training.packed_optim import Rows, clip_rows, lr_after, momentum_of, rule_of
 
 # On a GPU, reading the loss syncs the device: the per-step losses are kept on it and read
@@ -141,7 +140,14 @@ class FlatOptimizer:
         self.clip = column(config.grad_clip) if config.grad_clip is not None else None
         self.state: dict[str, torch.Tensor] = {}
 
-    def zero_grad(self, set_to_none: bool = False) -> None:
+    @property
+    def lr(self) -> float:
+        return self.rows.lr.item()
+
+    def set_lr(self, lr: float) -> None:
+        self.rows.lr.fill_(lr)
+
+    def zero_grad(self) -> None:
         self.grad.zero_()  # never None: the parameters' gradients are views of this buffer
 
     def step(self) -> None:
@@ -153,8 +159,18 @@ class FlatOptimizer:
     def end_epoch(self, epochs_done: int) -> None:
         """Set the learning rate of the next epoch, by the config's schedule."""
         c = self.config
-        self.rows.lr.fill_(lr_after(epochs_done, c.lr, c.lr_schedule, c.lr_decay,
-                                    c.lr_step_epochs, c.epochs))
+        self.set_lr(lr_after(epochs_done, c.lr, c.lr_schedule, c.lr_decay, c.lr_step_epochs,
+                             c.epochs))
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of what the optimizer holds: its state, step count and learning rate."""
+        return {"state": {k: v.clone() for k, v in self.state.items()},
+                "step": self.rows.step.clone(), "lr": self.rows.lr.clone()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.state = {k: v.clone() for k, v in saved["state"].items()}
+        self.rows.step.copy_(saved["step"])
+        self.rows.lr.copy_(saved["lr"])
 
 
 @torch.no_grad()
@@ -261,26 +277,19 @@ def build_model(config: TrainConfig, data: Dataset, device: torch.device) -> MLP
 
 
 def build(config: TrainConfig, data: Dataset, device: torch.device
-          ) -> tuple[MLP, torch.optim.Optimizer]:
-    """The initialized model on `device` and torch's optimizer for it (the probes' and
-    lr-find's, which step it by hand)."""
+          ) -> tuple[MLP, FlatOptimizer]:
+    """The initialized model on `device` and its optimizer, as `config` describes them."""
     model = build_model(config, data, device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum,
-                               config.weight_decay)
-    return model, optimizer
+    return model, FlatOptimizer(model, config, device)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | FlatOptimizer,
-               x: torch.Tensor, y: torch.Tensor, grad_clip: float | None = None
-               ) -> torch.Tensor:
-    """One update on the batch (x, y), the gradient norm clipped to `grad_clip` if set (a
-    FlatOptimizer clips by itself); returns the batch's loss, detached (reading it is the
-    caller's choice: it syncs a GPU)."""
+def train_step(model: torch.nn.Module, optimizer: FlatOptimizer, x: torch.Tensor,
+               y: torch.Tensor) -> torch.Tensor:
+    """One update on the batch (x, y), its gradient clipped as the optimizer's config says;
+    returns the batch's loss, detached (reading it is the caller's choice: it syncs a GPU)."""
     loss = F.cross_entropy(model(x), y)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
 
@@ -299,8 +308,7 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    model = build_model(config, data, device)
-    optimizer = FlatOptimizer(model, config, device)
+    model, optimizer = build(config, data, device)
 
     x_train = torch.from_numpy(data.x_train).to(device)
     y_train = torch.from_numpy(data.y_train).to(device)

@@ -1,4 +1,11 @@
-"""Optimizers by name; momentum and weight decay apply where the optimizer has them."""
+"""Optimizers by name, as torch's optimizer classes; momentum and weight decay apply where the
+optimizer has them.
+
+What each name means: the trainer steps with `hpo.training.packed_optim`'s rules, which are
+tested against these step by step (and which spare a process torch's optimizer classes, whose
+first use imports torch._dynamo). A plain-torch script, such as a benchmark's baseline, makes
+the same optimizer from here.
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 
 from hpo.divergence import SMOOTHING, MovingAverage, training_monitor
 from hpo.training.data import Dataset
-from hpo.training.loop import TrainConfig, build, default_threads, pick_device, train_step
+from hpo.training.loop import (
+    FlatOptimizer,
+    TrainConfig,
+    build,
+    default_threads,
+    pick_device,
+    train_step,
+)
 
 # The loss before any update is measured on at most this many training examples.
 INITIAL_LOSS_EXAMPLES = 4096
@@ -113,7 +120,7 @@ def short_run(config: TrainConfig, x_np: np.ndarray, y_np: np.ndarray, data: Dat
     batches = _batches(len(x), batch, config.seed, device)
     for step in range(steps):
         index = next(batches)
-        losses.append(train_step(model, optimizer, x[index], y[index], config.grad_clip).item())
+        losses.append(train_step(model, optimizer, x[index], y[index]).item())
         if monitor is not None:
             diverged = monitor.check(losses[-1], step)
             if diverged:
@@ -134,7 +141,7 @@ class LrCurve:
     diverged_at: float | None  # the lr at which the smoothed loss passed factor x its best
 
 
-def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+def lr_range_test(model: torch.nn.Module, optimizer: FlatOptimizer, x: torch.Tensor,
                   y: torch.Tensor, start: float, end: float, steps: int, batch_size: int,
                   factor: float, seed: int = 0, smoothing: float = SMOOTHING) -> LrCurve:
     """Raise the learning rate exponentially from `start` to `end` over `steps` mini-batches.
@@ -145,7 +152,7 @@ def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: t
     caller can go on training from where it was.
     """
     saved_model = copy.deepcopy(model.state_dict())
-    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    saved_optimizer = optimizer.state_dict()
     ratio = (end / start) ** (1 / max(steps - 1, 1))
     batches = _batches(len(x), min(batch_size, len(x)), seed, x.device)
     average = MovingAverage(smoothing)
@@ -154,8 +161,7 @@ def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: t
     model.train()
     for step in range(steps):
         lr = start * ratio ** step
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        optimizer.set_lr(lr)
         index = next(batches)
         value = train_step(model, optimizer, x[index], y[index]).item()
         if not math.isfinite(value):
