@@ -21,7 +21,8 @@ MEMBERS = [
     {"optimizer": "adamw", "lr": 0.002, "weight_decay": 1e-2, "lr_schedule": "step",
      "lr_decay": 0.5, "lr_step_epochs": 1},
     {"optimizer": "nadam", "lr": 0.002, "dropout": 0.1, "epochs": 2},
-    {"optimizer": "radam", "lr": 0.005, "initializer": "lecun_normal", "seed": 9},
+    {"optimizer": "radam", "lr": 0.005, "initializer": "lecun_normal", "seed": 9,
+     "early_stop_patience": 1},
 ]
 
 
@@ -66,7 +67,8 @@ def test_each_packed_member_trains_as_it_would_alone(digits, batch_norm):
 
 def test_members_of_other_shapes_and_batch_sizes_train_side_by_side(digits):
     configs = [config(hidden=[32]), config(batch_size=32), config(batch_size=100),
-               config(hidden=[64, 32], activation="tanh")]
+               config(hidden=[64, 32], activation="tanh"), config(hidden=[]),
+               config(batch_size=5000, batch_norm=True), config(divergence_factor=None)]
     for packed, alone in zip(train_packed(configs, digits),
                              [train(c, digits) for c in configs], strict=True):
         assert_same_run(packed, alone)
