@@ -51,6 +51,11 @@ class TrainConfig:
     metric: str = "val_accuracy"
     divergence_factor: float | None = 3.0
 
+    def lr_after(self, epochs_done: int) -> float:
+        """The learning rate after `epochs_done` epochs, by this config's schedule."""
+        return lr_after(epochs_done, self.lr, self.lr_schedule, self.lr_decay,
+                        self.lr_step_epochs, self.epochs)
+
 
 class Reporter(Protocol):
     """What the loop tells the outside world after each epoch, and asks of it."""
@@ -158,9 +163,7 @@ class FlatOptimizer:
 
     def end_epoch(self, epochs_done: int) -> None:
         """Set the learning rate of the next epoch, by the config's schedule."""
-        c = self.config
-        self.set_lr(lr_after(epochs_done, c.lr, c.lr_schedule, c.lr_decay, c.lr_step_epochs,
-                             c.epochs))
+        self.set_lr(self.config.lr_after(epochs_done))
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of what the optimizer holds: its state, step count and learning rate."""
@@ -268,6 +271,12 @@ def _better(metric: str, value: float, best: float | None) -> bool:
     return value > best if metric == "val_accuracy" else value < best
 
 
+def on_device(data: Dataset, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The splits as tensors on `device`: x_train, y_train, x_val, y_val."""
+    return tuple(torch.from_numpy(a).to(device)
+                 for a in (data.x_train, data.y_train, data.x_val, data.y_val))
+
+
 def build_model(config: TrainConfig, data: Dataset, device: torch.device) -> MLP:
     """The initialized model on `device`, as `config` describes it."""
     model = MLP(data.n_features, config.hidden, data.n_classes, config.activation,
@@ -310,10 +319,7 @@ def train(config: TrainConfig, data: Dataset, reporter: Reporter | None = None) 
 
     model, optimizer = build(config, data, device)
 
-    x_train = torch.from_numpy(data.x_train).to(device)
-    y_train = torch.from_numpy(data.y_train).to(device)
-    x_val = torch.from_numpy(data.x_val).to(device)
-    y_val = torch.from_numpy(data.y_val).to(device)
+    x_train, y_train, x_val, y_val = on_device(data, device)
     n = len(x_train)
     last_start = batches_end(n, config.batch_size, config.batch_norm)
 

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from hpo.training.data import Dataset
-from hpo.training.init import initialize
 from hpo.training.loop import (
     CUDA_CHECK_EVERY,
     EVAL_BATCH,
@@ -37,11 +36,13 @@ from hpo.training.loop import (
     TrainConfig,
     TrainResult,
     batches_end,
+    build_model,
     default_threads,
+    on_device,
     pick_device,
 )
-from hpo.training.model import ACTIVATIONS, MLP
-from hpo.training.packed_optim import RULES, Rows, clip_rows, lr_after, momentum_of, rule_of
+from hpo.training.model import ACTIVATIONS
+from hpo.training.packed_optim import Rows, clip_rows, momentum_of, rule_of
 
 # Optimizer state that starts at one rather than zero.
 STATE_START = {"mu_product": 1.0}
@@ -76,8 +77,7 @@ class Run:
 
     @property
     def lr(self) -> float:
-        c = self.config
-        return lr_after(self.epoch, c.lr, c.lr_schedule, c.lr_decay, c.lr_step_epochs, c.epochs)
+        return self.config.lr_after(self.epoch)
 
 
 @dataclass
@@ -114,9 +114,7 @@ def _initial_row(config: TrainConfig, data: Dataset, layers: list[_Layer], size:
                  ) -> tuple[torch.Tensor, int]:
     """A member's initial parameters: exactly the weights `loop.train` starts from."""
     torch.manual_seed(config.seed)
-    model = MLP(data.n_features, config.hidden, data.n_classes, config.activation,
-                config.batch_norm, config.dropout)
-    initialize(model, config.initializer)
+    model = build_model(config, data, torch.device("cpu"))
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     row = torch.empty(size)
@@ -234,9 +232,10 @@ class _Group:
                 block_state[opt_name] = torch.stack(
                     [r.state.get(f"opt_{opt_name}", torch.full_like(like, fill))
                      for r in runs[start:end]]).to(device)
-            flags = (nesterov, bool(self.weight_decay[start:end].any()),
-                     bool(self.momentum[start:end].any()))
-            self.blocks.append((start, end, rule, flags, block_state))
+            # Views of the group's columns: the lr set each epoch and the step count reach it.
+            rows = Rows.of(self.lr[start:end], self.momentum[start:end],
+                           self.weight_decay[start:end], self.steps[start:end], nesterov)
+            self.blocks.append((start, end, rule, rows, block_state))
             start = end
         for run in runs:
             run.state = {}
@@ -281,11 +280,11 @@ class _Group:
     def _dropout_masks(self, shape: torch.Size) -> torch.Tensor:
         """Each member's dropout mask, drawn from its own generator as `nn.Dropout` draws it
         alone (so a packed run sees the very masks it would alone)."""
-        ones = torch.ones(shape, device=self.pack.device)
+        device = self.pack.device
         return torch.stack([
-            torch.empty(shape, device=self.pack.device)
+            torch.empty(shape, device=device)
             .bernoulli_(1 - run.config.dropout, generator=run.rng).div_(1 - run.config.dropout)
-            if run.config.dropout > 0 else ones
+            if run.config.dropout > 0 else torch.ones(shape, device=device)
             for run in self.runs])
 
     def _batch_norm(self, h: torch.Tensor, views: dict[str, torch.Tensor],
@@ -323,9 +322,7 @@ class _Group:
             if self.clip is not None:
                 clip_rows(self.grad, self.clip)
             self.steps += 1
-            for start, stop, rule, flags, state in self.blocks:
-                rows = Rows(self.lr[start:stop], self.momentum[start:stop],
-                            self.weight_decay[start:stop], self.steps[start:stop], *flags)
+            for start, stop, rule, rows, state in self.blocks:
                 rule(self.params[start:stop], self.grad[start:stop], rows, state)
         losses = losses.detach()
         self.loss_sum += losses * (end - self.position)
@@ -413,10 +410,7 @@ class Pack:
         self.device = pick_device(device)
         self.check_every = 1 if self.device.type == "cpu" else CUDA_CHECK_EVERY
         torch.set_num_threads(threads or default_threads())
-        self.x_train = torch.from_numpy(data.x_train).to(self.device)
-        self.y_train = torch.from_numpy(data.y_train).to(self.device)
-        self.x_val = torch.from_numpy(data.x_val).to(self.device)
-        self.y_val = torch.from_numpy(data.y_val).to(self.device)
+        self.x_train, self.y_train, self.x_val, self.y_val = on_device(data, self.device)
         self.groups: list[_Group] = []
 
     def __len__(self) -> int:
@@ -428,8 +422,6 @@ class Pack:
 
     def add(self, run: Run) -> None:
         """Start `run`: in a group of its shape at an epoch's start, else in a new group."""
-        if run.config.optimizer not in RULES:
-            raise ValueError(f"optimizer {run.config.optimizer!r} cannot be packed")
         if pick_device(run.config.device) != self.device:
             raise ValueError(f"a run on {run.config.device} cannot join a pack on {self.device}")
         key = pack_key(run.config)
