@@ -7,10 +7,10 @@ For each dataset and seed, one process runs both side by side on fresh SQLite fi
 - staged: `studies/digits-staged.yaml`'s stages (lr alone at 4 epochs, everything at 8,
   everything refined at 20) on the same dataset and seed.
 Both spend about the same training epochs (printed). It prints, per dataset, the median best
-validation accuracy, and the median wall time until a run first reached the target accuracy
-(the lower of the two methods' median best, so that half the runs of each reach it; a run
-that never does counts as infinitely slow) with how many runs reached it, and the
-staged/flat ratios.
+validation accuracy, and the median training epochs spent (every trial's `epochs_run`, in
+the order the trials ended) until a run first reached the flat study's median best, with
+how many runs reached it (a run that never does counts as infinitely many epochs), and the
+staged/flat ratios (goal for epochs: at most 0.6x), then the same in wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def _trials(studies) -> list:
 
 
 def _one(folder: Path, dataset: str, seed: int, staged: bool) -> dict:
+    from hpo.carry import is_carried
+
     spec = _spec(folder, dataset, seed, staged)
     options = runner.RunOptions(quiet=True, write_note=False)
     started = time.perf_counter()
@@ -70,20 +72,21 @@ def _one(folder: Path, dataset: str, seed: int, staged: bool) -> dict:
     else:
         studies = [runner.run(spec, options).study]
     wall = time.perf_counter() - started
-    trials = _trials(studies)
+    trials = [t for t in _trials(studies) if not is_carried(t)]  # carried ones trained once
     start = trials[0].datetime_start
-    curve = []  # (seconds since start, best so far)
-    best = 0.0
-    for t in sorted((t for t in trials if t.value is not None),
+    curve = []  # (seconds since start, epochs so far, best so far), as trials ended
+    best, epochs = 0.0, 0
+    for t in sorted((t for t in trials if t.datetime_complete is not None),
                     key=lambda t: t.datetime_complete):
-        best = max(best, t.value)
-        curve.append(((t.datetime_complete - start).total_seconds(), best))
-    epochs = sum(t.user_attrs.get("epochs_run", 0) for t in trials)
+        epochs += t.user_attrs.get("epochs_run", 0)
+        best = max(best, t.value if t.value is not None else 0.0)
+        curve.append(((t.datetime_complete - start).total_seconds(), epochs, best))
     return {"best": best, "curve": curve, "wall": wall, "epochs": epochs}
 
 
-def _time_to(curve: list, target: float) -> float:
-    return next((s for s, best in curve if best >= target), float("inf"))
+def _to(curve: list, target: float, index: int) -> float:
+    """Seconds (index 0) or epochs (index 1) until the best so far first reached `target`."""
+    return next((point[index] for point in curve if point[2] >= target), float("inf"))
 
 
 def main() -> None:
@@ -96,25 +99,24 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"flat: {FLAT_TRIALS} trials x {FULL_EPOCHS} epochs = {FLAT_TRIALS * FULL_EPOCHS} "
           f"epochs; staged: {' + '.join(map(str, STAGE_EPOCHS))} = {sum(STAGE_EPOCHS)} epochs")
-    print(f"{'dataset':14} {'best flat':>9} {'staged':>7} {'ratio':>6}   "
-          f"{'t* flat':>8} {'staged':>7} {'ratio':>6}  {'reached':>7}   "
-          f"{'epochs flat/staged':>18}  target")
+    print(f"{'dataset':14} {'best flat':>9} {'staged':>7}   {'epochs* flat':>12} {'staged':>7} "
+          f"{'ratio':>6}   {'t* flat':>8} {'staged':>7} {'ratio':>6}  {'reached':>7}  target")
     with tempfile.TemporaryDirectory() as folder:
         for dataset in args.datasets.split(","):
             runs = {kind: [_one(Path(folder), dataset, seed, kind == "staged")
                            for seed in range(args.seeds)] for kind in ("flat", "staged")}
             best = {k: statistics.median(r["best"] for r in rs) for k, rs in runs.items()}
-            target = min(best.values())
-            times = {k: [_time_to(r["curve"], target) for r in rs] for k, rs in runs.items()}
-            reach = {k: statistics.median(ts) for k, ts in times.items()}
-            reached = "/".join(str(sum(t < float("inf") for t in ts)) for ts in times.values())
-            epochs = {k: statistics.median(r["epochs"] for r in rs) for k, rs in runs.items()}
-            print(f"{dataset:14} {best['flat']:9.4f} {best['staged']:7.4f} "
-                  f"{best['staged'] / best['flat']:6.3f}   {reach['flat']:7.1f}s "
-                  f"{reach['staged']:6.1f}s {reach['staged'] / reach['flat']:6.2f}  "
-                  f"{reached:>7}   "
-                  f"{epochs['flat']:>8.0f} / {epochs['staged']:<8.0f}  {target:.4f}",
-                  flush=True)
+            target = best["flat"]  # the flat study's median best
+            reach = {index: {k: statistics.median(_to(r["curve"], target, index) for r in rs)
+                             for k, rs in runs.items()} for index in (0, 1)}
+            reached = "/".join(str(sum(_to(r["curve"], target, 1) < float("inf") for r in rs))
+                               for rs in runs.values())
+            epochs, seconds = reach[1], reach[0]
+            print(f"{dataset:14} {best['flat']:9.4f} {best['staged']:7.4f}   "
+                  f"{epochs['flat']:12.0f} {epochs['staged']:7.0f} "
+                  f"{epochs['staged'] / epochs['flat']:6.2f}   {seconds['flat']:7.1f}s "
+                  f"{seconds['staged']:6.1f}s {seconds['staged'] / seconds['flat']:6.2f}  "
+                  f"{reached:>7}  {target:.4f}", flush=True)
 
 
 if __name__ == "__main__":

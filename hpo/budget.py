@@ -1,9 +1,9 @@
 """The study's budget: what it counts, and what a worker does next under the study lock.
 
-`n_trials` is the whole study's total of finished trials (COMPLETE and PRUNED; failures do not
-count). A RUNNING trial reserves its slot, so no number of workers overshoots; a queued trial
-(enqueued by a user, or a retry of a dead worker's trial) takes a slot like any other when it
-starts, so it cannot overshoot either.
+`n_trials` is the whole study's total of finished trials (COMPLETE and PRUNED; failures and
+trials carried over from a parent study do not count). A RUNNING trial reserves its slot, so
+no number of workers overshoots; a queued trial (enqueued by a user, or a retry of a dead
+worker's trial) takes a slot like any other when it starts, so it cannot overshoot either.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ class Move(enum.Enum):
     DONE = "done"
 
 
-def finished_count(counts: dict[TrialState, int]) -> int:
-    """Finished trials, as the budget counts them: COMPLETE and PRUNED (not FAIL)."""
-    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+def finished_count(counts: dict[TrialState, int], carried: int = 0) -> int:
+    """Finished trials, as the budget counts them: COMPLETE and PRUNED (not FAIL), less the
+    `carried` ones a refined study started with (`hpo.carry`: evidence, not work done)."""
+    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] - carried
 
 
 def count_by_state(study: optuna.Study, connection: Any = None) -> dict[TrialState, int]:
@@ -44,13 +45,13 @@ def count_by_state(study: optuna.Study, connection: Any = None) -> dict[TrialSta
 
 
 def next_move(counts: dict[TrialState, int], budget: int | None, grid_left: int | None,
-              heartbeats: bool = True) -> Move:
+              heartbeats: bool = True, carried: int = 0) -> Move:
     """What a worker does next, given the study's trial counts (taken under the study lock).
 
     Without heartbeats a dead worker's trial would stay RUNNING for ever, so running trials
     reserve nothing and nobody waits for them (several workers may then overshoot).
     """
-    finished = finished_count(counts)
+    finished = finished_count(counts, carried)
     running = counts[TrialState.RUNNING] if heartbeats else 0
     if budget is not None and finished >= budget:
         return Move.WAIT if running else Move.DONE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hpo.carry import is_carried
 from hpo.optuna_compat import study_storage
 from hpo.report import aligned, metric_name, ranked, state_counts
 
@@ -28,7 +29,8 @@ def study_rows(storage: BaseStorage) -> list[dict[str, Any]]:
             "study": frozen.study_name,
             "direction": ",".join(directions),
             "metric": metric_name(study),
-            "counts": state_counts(trials),
+            "counts": state_counts([t for t in trials if not is_carried(t)]),
+            "carried": sum(1 for t in trials if is_carried(t)),
             "best": best[0].value if best else None,
             "last_activity": last.isoformat(timespec="seconds") if last else None,
         })
@@ -40,8 +42,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "No studies."
     header = ["study", "direction", "complete", "pruned", "fail", "running", "waiting",
-              "best", "last activity"]
+              "carried", "best", "last activity"]
     body = [[row["study"], row["direction"], *(str(n) for n in row["counts"].values()),
+             str(row["carried"]),
              "-" if row["best"] is None else f"{row['best']:.6g} {row['metric']}",
              (row["last_activity"] or "-").replace("T", " ")] for row in rows]
     return aligned([header, *body])

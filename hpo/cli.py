@@ -455,18 +455,22 @@ def lr_find(spec_file: Path, params: tuple[str, ...], seeds: int, steps: int,
 
 @main.command()
 @spec_argument
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="The next stage's study file to write.")
 @click.option("--name", help="The new study's name [default: NAME-stage2, -stage3, ...].")
 @click.option("--storage", help="Storage URL of the study (as given to `hpo run`).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def refine(spec_file: Path, out: Path, name: str | None, storage: str | None,
-           force: bool) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Print the next file (and what it would carry over) without writing it.")
+def refine(spec_file: Path, out: Path | None, name: str | None, storage: str | None,
+           force: bool, dry_run: bool) -> None:
     """Write the next, narrower stage of a finished search as a new study file.
 
-    Numeric ranges shrink to the top trials (widened past a flagged edge), categorical
-    choices to those the top trials chose, negligible entries (PED-ANOVA) are fixed at the
-    best value, and the best trial is enqueued to run first. Each change is commented.
+    Numeric ranges shrink to the box the top trials fill, plus a margin (the old edge is kept
+    where the best lies near it; never fixed); a categorical choice goes only after enough
+    trials and none among the top. The new study starts with every finished trial inside
+    the new space, carried over as evidence (not counted against n_trials). Each change is
+    commented.
 
     Example: hpo refine studies/quickstart.yaml --out studies/quickstart-stage2.yaml
     """
@@ -474,6 +478,7 @@ def refine(spec_file: Path, out: Path, name: str | None, storage: str | None,
 
     import yaml
 
+    from hpo.carry import inside
     from hpo.spec import load_spec, parse_spec
     from hpo.storage import STORAGE_ENV, load_existing_study
     from hpo.wisdom import refine as refiner
@@ -482,7 +487,11 @@ def refine(spec_file: Path, out: Path, name: str | None, storage: str | None,
     if spec.stages is not None:
         raise HpoError(f"{spec_file}: stages: a staged study refines itself from stage to "
                        "stage; refine one stage's study with --storage URL and a plain file")
-    if out.exists() and not force:
+    if out is None and not dry_run:
+        raise click.UsageError("give --out FILE to write the next stage's file, or --dry-run "
+                               "to print it")
+    out = out or spec_file.with_name(f"{spec_file.stem}-next.yaml")
+    if out.exists() and not force and not dry_run:
         raise HpoError(f"--out {out}: the file exists; choose another or add --force")
     study = load_existing_study(spec, storage)
     refinement = refiner.refine_space(spec, study)
@@ -491,10 +500,20 @@ def refine(spec_file: Path, out: Path, name: str | None, storage: str | None,
         raise HpoError(f"--name {new_name!r}: the next stage needs its own study name")
     storage_given = bool(storage or os.environ.get(STORAGE_ENV))
     text = refiner.refined_file(spec, refinement, new_name, out, storage_given)
-    parse_spec(yaml.safe_load(text), out)  # the file must validate before it is written
-    out.write_text(text)
+    refined = parse_spec(yaml.safe_load(text), out)  # it must validate before it is written
     for comment in refinement.comments.values():
-        click.echo(f"  {comment}")
+        click.echo(f"  {comment}", err=dry_run)
+    if refined.carry_from:
+        finished = [t for t in study.get_trials(deepcopy=False)
+                    if t.state.name in ("COMPLETE", "PRUNED")]
+        carried = sum(inside(t.params, refined.search_space) for t in finished)
+        click.echo(f"Carries over {carried} of the {len(finished)} finished trials of "
+                   f"{spec.name!r} (those inside the new space) as evidence for the sampler; "
+                   "they do not count against n_trials", err=dry_run)
+    if dry_run:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text)
     click.echo(f"Wrote {out} (study {new_name!r}); run it: hpo run {out}")
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from hpo.carry import is_carried
 from hpo.report import diverged, format_counts, metric_name, ranked, short, summarize
 from hpo.wisdom.edges import Limits
 
@@ -84,11 +85,13 @@ def _table(study: optuna.Study, top: int) -> str:
     names = list(dict.fromkeys(k for t in best for k in t.params))
     head = "".join(f"<th>{html.escape(h)}</th>"
                    for h in ["trial", metric_name(study), *names])
-    cells = [[t.number, f"{t.value:.6g}", *(short(t.params.get(n, "")) for n in names)]
-             for t in best]
+    cells = [[f"{t.number}*" if is_carried(t) else t.number, f"{t.value:.6g}",
+              *(short(t.params.get(n, "")) for n in names)] for t in best]
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in cells)
-    return f'<table id="best-trials"><tr>{head}</tr>{rows}</table>'
+    note = ("<p>* carried over from the study this one was refined from</p>"
+            if any(is_carried(t) for t in best) else "")
+    return f'<table id="best-trials"><tr>{head}</tr>{rows}</table>{note}'
 
 
 def _edge_warnings(warnings: list[dict]) -> str:
@@ -115,6 +118,9 @@ def render(study: optuna.Study, top: int = 10, limits: Limits | None = None
                                     div_id=figure_id))
         inlined = True
     counts = "".join(f"<li>{state.lower()}: {n}</li>" for state, n in summary["counts"].items())
+    if summary["carried"]:
+        counts += (f"<li>carried over from {html.escape(summary['carried']['from'])}: "
+                   f"{summary['carried']['count']}</li>")
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>hpo report: {html.escape(study.study_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
@@ -123,7 +129,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 <body>
 <h1>{html.escape(study.study_name)}</h1>
 <p>{html.escape(summary['direction'])} {html.escape(summary['metric'])};
-{html.escape(format_counts(summary['counts']))}; {summary['diverged']} diverged</p>
+{html.escape(format_counts(summary['counts'], summary['carried']))};
+{summary['diverged']} diverged</p>
 <h2>Counts by state</h2><ul id="counts">{counts}</ul>
 <h2>Best trials</h2>{_table(study, top)}
 <h2>Edge warnings</h2>{_edge_warnings(summary["edge_warnings"])}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from hpo import jsonout
+from hpo.carry import CARRIED_FROM, is_carried
 from hpo.divergence import DIVERGED
 from hpo.wisdom.edges import Limits, edge_warnings
 
@@ -53,11 +54,15 @@ def summarize(study: optuna.Study, top: int = 5, limits: Limits | None = None
     entries whose best sits at an edge of their range (`limits`: see `hpo.wisdom.edges`)."""
     trials = study.get_trials(deepcopy=False)
     best = ranked(study, trials)
+    carried = [t for t in trials if is_carried(t)]
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
         "metric": metric_name(study),
-        "counts": state_counts(trials),
+        # The study's own trials; carried ones are evidence its sampler started from.
+        "counts": state_counts([t for t in trials if not is_carried(t)]),
+        "carried": ({"count": len(carried), "from": carried_from(carried)} if carried
+                    else None),
         "diverged": sum(1 for t in trials if diverged(t)),
         "trial_seconds": round(sum(float(t.user_attrs.get("duration_s", 0)) for t in trials), 3),
         "best": _trial_brief(best[0]) if best else None,
@@ -66,23 +71,45 @@ def summarize(study: optuna.Study, top: int = 5, limits: Limits | None = None
     }
 
 
+def carried_from(trials: list[FrozenTrial]) -> str:
+    """The studies carried trials came from, as a person reads them: `'coarse'`."""
+    names = dict.fromkeys(t.user_attrs[CARRIED_FROM]["study"] for t in trials)
+    return ", ".join(map(repr, names))
+
+
 def _trial_brief(trial: FrozenTrial) -> dict[str, Any]:
-    return {"number": trial.number, "value": trial.value, "params": trial.params}
+    brief = {"number": trial.number, "value": trial.value, "params": trial.params}
+    if is_carried(trial):
+        brief["carried_from"] = trial.user_attrs[CARRIED_FROM]
+    return brief
 
 
-def format_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no trials"
+def format_counts(counts: dict[str, int], carried: dict[str, Any] | None = None) -> str:
+    """`28 complete, 2 pruned, plus 23 carried over from 'coarse'`."""
+    text = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no trials"
+    if carried:
+        text += f", plus {carried['count']} carried over from {carried['from']}"
+    return text
+
+
+def trial_label(brief: dict[str, Any]) -> str:
+    """`trial 12`, or `trial 3, carried over from 'coarse' #17`."""
+    origin = brief.get("carried_from")
+    if origin is None:
+        return f"trial {brief['number']}"
+    return f"trial {brief['number']}, carried over from {origin['study']!r} #{origin['number']}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for a person: counts, best trial, where to look next."""
-    lines = [f"Study {summary['study']!r}: {format_counts(summary['counts'])}"
+    lines = [f"Study {summary['study']!r}: "
+             f"{format_counts(summary['counts'], summary.get('carried'))}"
              + (f" ({summary['diverged']} diverged)" if summary["diverged"] else "")]
     best = summary["best"]
     if best:
         params = ", ".join(f"{k}={short(v)}" for k, v in best["params"].items())
         lines.append(
-            f"Best {summary['metric']} = {best['value']:.6g} (trial {best['number']}): {params}"
+            f"Best {summary['metric']} = {best['value']:.6g} ({trial_label(best)}): {params}"
         )
     else:
         lines.append("No completed trial yet.")
@@ -108,11 +135,16 @@ def format_table(summary: dict[str, Any]) -> str:
         return ""
     names = list(dict.fromkeys(k for row in rows for k in row["params"]))
     header = ["trial", summary["metric"], *names]
+    # A carried trial's number is marked; the line below the table says what the mark means.
     body = [
-        [str(r["number"]), f"{r['value']:.6g}", *(short(r["params"].get(n, "")) for n in names)]
+        [str(r["number"]) + ("*" if "carried_from" in r else ""), f"{r['value']:.6g}",
+         *(short(r["params"].get(n, "")) for n in names)]
         for r in rows
     ]
-    return aligned([header, *body])
+    table = aligned([header, *body])
+    if any("carried_from" in r for r in rows):
+        table += f"\n* carried over from {summary['carried']['from']}"
+    return table
 
 
 def aligned(rows: list[list[str]]) -> str:
@@ -184,13 +216,13 @@ def study_note(summary: dict[str, Any], spec_data: dict[str, Any], spec_path: st
     if best:
         params = ", ".join(f"`{k}={short(v)}`" for k, v in best["params"].items())
         lines.append(f"**Best {summary['metric']}**: {best['value']:.6g} "
-                     f"(trial {best['number']}) with {params}")
+                     f"({trial_label(best)}) with {params}")
     else:
         lines.append("**No completed trial yet.**")
     hours, rest = divmod(int(summary["trial_seconds"]), 3600)
     lines += [
         "",
-        f"**Trials**: {format_counts(summary['counts'])}; "
+        f"**Trials**: {format_counts(summary['counts'], summary.get('carried'))}; "
         f"**diverged**: {summary['diverged']}; "
         f"**time in trials**: {hours}h {rest // 60:02d}m {rest % 60:02d}s",
         "",

@@ -25,6 +25,7 @@ import optuna
 
 from hpo import budget, optuna_compat, space
 from hpo.budget import Move
+from hpo.carry import carried_count
 from hpo.errors import HpoError
 from hpo.heartbeat import Reaper
 from hpo.locking import StudyLock
@@ -148,6 +149,7 @@ class _Worker:
         self.grid_size = (space.grid_size(spec.search_space) if spec.sampler.type == "grid"
                           else None)
         self.study: Any = None
+        self.carried = 0  # trials carried over from a parent study (`hpo.carry`)
         self.reaper: Reaper | None = None
         self.waited_for: tuple[int, ...] = ()
 
@@ -165,6 +167,8 @@ class _Worker:
             except Interrupted:
                 return RunResult(None, mask_url(self.url), {}, time.perf_counter() - started,
                                  None, self.signals.received)
+            # Fixed once the study is open: its first worker carried them under the lock.
+            self.carried = self.retrying(lambda: carried_count(self.study), "opening the study")
             if self.spec.heartbeat:
                 self.reaper = Reaper(self.study, self.spec.heartbeat)
             # Others may count once `ask` takes up this worker's claim. The grid sampler picks
@@ -191,7 +195,7 @@ class _Worker:
 
     def _loop(self, started: float) -> dict[str, int]:
         timeout = self.options.timeout or self.spec.timeout
-        finished = budget.finished_count(budget.count_by_state(self.study))
+        finished = budget.finished_count(budget.count_by_state(self.study), self.carried)
         # The bar's best is the study's at start, then this worker's: reading the study's best
         # after every trial would cost a query per trial for a number on the screen.
         self.best = _best_value(self.study)
@@ -218,7 +222,8 @@ class _Worker:
             if not self.signals.stop.is_set():
                 counts = self.retrying(lambda: budget.count_by_state(self.study),
                                        "counting trials")
-                self.progress.update(budget.finished_count(counts) - self.progress.n)
+                self.progress.update(budget.finished_count(counts, self.carried)
+                                     - self.progress.n)
         return dict(self.outcomes)
 
     @contextmanager
@@ -325,14 +330,15 @@ class _Worker:
             if self.reaper is not None and self.reaper.due:
                 self.reaper.reap()  # a dead worker's trial frees its slot
             counts = budget.count_by_state(study, self.lock.connection)
-            finished = budget.finished_count(counts)
+            finished = budget.finished_count(counts, self.carried)
             if study.claimed is not None:  # claimed before the database went away
                 move = Move.START
             else:
                 grid_left = (budget.grid_points_left(study, self.grid_size)
                              if self.grid_size else None)
                 move = budget.next_move(counts, self.budget, grid_left,
-                                        heartbeats=bool(self.spec.heartbeat))
+                                        heartbeats=bool(self.spec.heartbeat),
+                                        carried=self.carried)
             if move == Move.WAIT:
                 if not quiet:
                     self._say_what_it_waits_for(counts)

@@ -8,6 +8,7 @@ from hpo.spec import CategoricalParam, FloatParam, IntParam
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
 
     from hpo.spec import Param
 
@@ -47,6 +48,21 @@ def suggest(trial: optuna.Trial, name: str, entry: Param) -> Any:
     if isinstance(entry, IntParam):
         return trial.suggest_int(name, entry.low, entry.high, log=entry.log, step=entry.step)
     return trial.suggest_categorical(name, entry.choices)
+
+
+def distribution(entry: Param) -> BaseDistribution:
+    """The Optuna distribution `suggest` draws an entry from."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if isinstance(entry, FloatParam):
+        return FloatDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
+    if isinstance(entry, IntParam):
+        return IntDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
+    return CategoricalDistribution(entry.choices)
 
 
 def grid_values(entry: Param) -> list[Any]:

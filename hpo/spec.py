@@ -177,7 +177,8 @@ def _check_low_high(low: float, high: float, log: bool) -> None:
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 PARAM_TYPES = ("float", "int", "categorical")
 
-SamplerName = Literal["tpe", "random", "grid"]
+# hpo.samplers.SAMPLERS makes each; `_check_sampler` refuses what one cannot serve.
+SamplerName = Literal["tpe", "random", "grid", "gp", "cmaes", "qmc", "auto"]
 TPE_OPTIONS = ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar")
 
 
@@ -444,6 +445,10 @@ class StudySpec(_Strict):
     # Parameters of trials to run first, before the sampler proposes any (`hpo refine`
     # starts the next stage from the last one's best this way).
     enqueue: list[dict[str, Choice]] = []
+    # A study in the same storage whose finished trials inside this search space start this
+    # one, as evidence for the sampler that does not count against n_trials (`hpo.carry`;
+    # `hpo refine` writes it).
+    carry_from: str | None = Field(default=None, min_length=1)
     stages: list[StageSpec] | None = None
 
     _source: Path | None = PrivateAttr(default=None)
@@ -465,6 +470,9 @@ class StudySpec(_Strict):
         _check_enqueue(self.enqueue, self.search_space, problems)
         if self.sampler.type == "grid":
             _check_grid(self.search_space, problems)
+        _check_sampler(self, problems)
+        if self.carry_from is not None:
+            _check_carry(self, problems)
         if self.objective.trainer:
             _check_trainer(self, problems)
         problems.raise_any()
@@ -621,6 +629,18 @@ def _check_stage(spec: StudySpec, i: int, params: list[str], valued: set[str]) -
             )) from None
 
 
+def _check_carry(spec: StudySpec, problems: Problems) -> None:
+    if spec.carry_from == spec.name:
+        problems.append(f"carry_from: {spec.carry_from!r} is this study itself; name the "
+                        "study to carry trials from (the one this file was refined from)")
+    if spec.stages is not None:
+        problems.append("carry_from: a staged study carries trials from stage to stage by "
+                        "itself; remove carry_from")
+    if spec.sampler.type == "grid":
+        problems.append("carry_from: the grid sampler runs its own points and cannot take "
+                        "carried trials; remove carry_from or use sampler type tpe")
+
+
 def _check_no_cycle(space: dict[str, Any], name: str, path: list[str]) -> None:
     if name in path:
         cycle = " -> ".join([*path[path.index(name):], name])
@@ -681,6 +701,86 @@ def _check_grid(space: dict[str, Any], problems: Problems) -> None:
                 f"search_space.{name}.when: the grid sampler cannot run conditional entries; "
                 "drop when: or use sampler type random or tpe"
             )
+
+
+def searched_categoricals(space: dict[str, Any]) -> list[str]:
+    """Categorical entries with more than one choice (one choice is a fixed value, as
+    `hpo refine` and stages write them, which no sampler draws)."""
+    return [name for name, entry in space.items()
+            if isinstance(entry, CategoricalParam) and len(entry.choices) > 1]
+
+
+def conditional_entries(space: dict[str, Any]) -> list[str]:
+    """Entries a trial may or may not suggest: a `when:` on an entry that takes more than
+    one value, directly or through its own `when:` (on a fixed value it is a fixed yes or no)."""
+
+    def varies(name: str, seen: frozenset[str]) -> bool:
+        entry = space.get(name)
+        if entry is None or name in seen:  # a missing parent or a cycle: reported elsewhere
+            return False
+        return ((isinstance(entry, CategoricalParam) and len(entry.choices) > 1)
+                or conditional(name, seen | {name}))
+
+    def conditional(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        return any(varies(parent, seen) for parent in space[name].when or {})
+
+    return [name for name in space if conditional(name)]
+
+
+def auto_needs_tpe(space: dict[str, Any]) -> str | None:
+    """Why sampler type auto runs TPE throughout, or None when it starts with GP: GP models
+    numbers, TPE categorical and conditional entries (the rule of Optuna's AutoSampler)."""
+    # A conditional entry hangs off a categorical one with choices (conditional_entries), so
+    # that one is named.
+    categorical = searched_categoricals(space)
+    if not categorical:
+        return None
+    conditional = conditional_entries(space)
+    also = f", {conditional[0]} conditional" if conditional else ""
+    return f"search_space.{categorical[0]} is categorical{also}"
+
+
+# What a sampler type needs beyond hpo's base dependencies, and how to get it.
+SAMPLER_PACKAGES = {"gp": ("torch",), "cmaes": ("cmaes",), "qmc": ("scipy",)}
+INSTALL_HINTS = {
+    "torch": "install torch as the README says (pip install 'hpo[train]' after it)",
+    "cmaes": "pip install cmaes",
+    "scipy": "pip install scipy",
+}
+
+
+def _check_sampler(spec: StudySpec, problems: Problems) -> None:
+    """What the chosen sampler cannot serve, one line each with the fix."""
+    kind, space = spec.sampler.type, spec.search_space
+    if kind in ("gp", "cmaes"):
+        # Optuna's GP and CMA-ES model the entries every trial has; they draw the others at
+        # random, outside the model. (qmc takes a conditional entry's coordinate of the
+        # trial's Sobol point, see hpo.samplers._Sobol, so it serves them.)
+        for name in conditional_entries(space):
+            problems.append(f"search_space.{name}.when: the {kind} sampler cannot model "
+                            "conditional entries (Optuna draws them at random); use sampler "
+                            "type tpe or auto, or drop when:")
+    if kind == "cmaes":
+        for name in searched_categoricals(space):
+            problems.append(f"search_space.{name}: the cmaes sampler cannot model categorical "
+                            f"entries (Optuna draws choices {space[name].choices} at random); "
+                            "use sampler type gp, tpe or auto")
+    _check_sampler_packages(kind, space, problems)
+
+
+def _check_sampler_packages(kind: str, space: dict[str, Any], problems: Problems) -> None:
+    import importlib.util
+
+    uses_gp = kind == "auto" and auto_needs_tpe(space) is None
+    for package in SAMPLER_PACKAGES.get("gp" if uses_gp else kind, ()):
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except ValueError:  # a module without a spec stands in for it
+            found = False
+        if not found:
+            needs = "runs GP on this all-numeric space, which needs" if uses_gp else "needs"
+            problems.append(f"sampler.type: {kind} {needs} {package}, which is not installed; "
+                            f"{INSTALL_HINTS[package]}, or use sampler type tpe")
 
 
 _UNION_MEMBER = re.compile(r"^([A-Z]\w*Spec|literal\[.*\]|int|float|bool|str|function-.*)$")

@@ -16,7 +16,7 @@ name: {name}                    # the Optuna study's name
 direction: maximize
 metric: val_accuracy            # val_accuracy (maximize) | val_loss | train_loss (minimize)
 n_trials: 30                    # finished trials for the whole study, shared by all workers
-sampler: {{type: tpe, seed: 0}}   # tpe | random | grid
+sampler: {{type: tpe, seed: 0}}   # tpe | random | grid | gp | cmaes | qmc | auto
 pruner:
   divergence: {{factor: 3.0}}     # stop a trial whose cost exceeds 3x its first cost (or NaN)
   early: {{type: median, n_startup_trials: 5, n_warmup_steps: 3}}
@@ -41,7 +41,7 @@ name: {name}                    # the Optuna study's name
 direction: minimize             # what your function returns: a loss, so lower is better
 metric: val_loss
 n_trials: 30                    # finished trials for the whole study, shared by all workers
-sampler: {{type: tpe, seed: 0}}   # tpe | random | grid
+sampler: {{type: tpe, seed: 0}}   # tpe | random | grid | gp | cmaes | qmc | auto
 pruner:
   divergence: {{factor: 3.0}}     # stop a trial whose reported cost exceeds 3x its first
 objective:

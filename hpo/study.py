@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from pydantic import ValidationError
 
-from hpo import budget
+from hpo import budget, carry
 from hpo.errors import StorageError
-from hpo.optuna_compat import ClaimingStudy
+from hpo.optuna_compat import ClaimingStudy, study_storage
 from hpo.pruners import make_pruner
 from hpo.samplers import make_sampler
 from hpo.spec import StudySpec
@@ -92,8 +92,12 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
                 f"study {spec.name!r} in {mask_url(url)} exists but was not created by hpo; "
                 "choose another `name:` in the study file"
             )
+        storage = study_storage(study)
+        parent = carry.parent_study(storage, spec, mask_url(url)) if spec.carry_from else None
         study.set_user_attr(SPEC_ATTR, current)
         study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
+        if parent is not None:  # first, so the carried trials are the study's first numbers
+            carry.carry_over(study, spec, parent)
         for params in spec.enqueue:  # run first: claimed before the sampler proposes any
             study.enqueue_trial(params, user_attrs={"enqueued_by": "study file"})
         with warnings.catch_warnings():  # "experimental" in Optuna: hpo's choice, not news
@@ -119,6 +123,9 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
     if version < SPEC_VERSION:
         study.set_user_attr(SPEC_ATTR, upgraded)
         study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
+    if spec.carry_from and carry.CARRIED_ATTR not in attrs:  # its first worker died carrying
+        parent = carry.parent_study(study_storage(study), spec, mask_url(url))
+        carry.carry_over(study, spec, parent)
 
 
 def create_or_load_study(spec: StudySpec, storage: BaseStorage, url: str,
@@ -132,6 +139,8 @@ def create_or_load_study(spec: StudySpec, storage: BaseStorage, url: str,
     try:
         study = open_study()
     except KeyError:  # the first worker: create it, then open it like any other
+        if spec.carry_from:  # refused before anything is written when there is none
+            carry.parent_study(storage, spec, mask_url(url))
         optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
                             load_if_exists=True)
         study = open_study()

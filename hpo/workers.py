@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo import budget, optuna_compat
+from hpo.carry import carried_count
 from hpo.errors import HpoError
 from hpo.note import write_study_note
 from hpo.objective import Objective, build_objective, check_objective
@@ -241,7 +242,8 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
 
     previous = {s: signal.signal(s, forward) for s in EXIT_CODES}
     budget_total = options.n_trials or spec.n_trials
-    finished_before = budget.finished_count(budget.count_by_state(study))
+    carried = carried_count(study)
+    finished_before = budget.finished_count(budget.count_by_state(study), carried)
     # Each child writes how its trials ended here, so "Ran N trials" counts what these
     # workers ran, as it does for one worker, whatever other machines do meanwhile.
     outcomes_dir = Path(tempfile.mkdtemp(prefix="hpo-workers-"))
@@ -254,10 +256,10 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
                 if signalled_at and time.monotonic() - signalled_at[0] > STOP_GRACE_S:
                     break  # they had their chance to stop cleanly
                 counts = budget.count_by_state(study)
-                progress.update(budget.finished_count(counts) - progress.n)
+                progress.update(budget.finished_count(counts, carried) - progress.n)
                 _sleep_while_any_runs(children, POLL_S)
             counts = budget.count_by_state(study)
-            progress.update(budget.finished_count(counts) - progress.n)
+            progress.update(budget.finished_count(counts, carried) - progress.n)
     finally:
         _stop(children, STOP_GRACE_S if not received else 5.0)
         for s, handler in previous.items():

@@ -50,7 +50,7 @@ BAD_FILES = [
      ["search_space.lr", "unknown key 'hihg'", "did you mean 'high'"]),
     (HEAD + "samplr: {type: tpe}\n", ["unknown key 'samplr'", "did you mean 'sampler'"]),
     (HEAD + "sampler: {type: bayes}\n",
-     ["sampler.type", "'tpe', 'random' or 'grid'", "'bayes'"]),
+     ["sampler.type", "'tpe', 'random', 'grid', 'gp', 'cmaes', 'qmc' or 'auto'", "'bayes'"]),
     (HEAD + "sampler: {type: random, n_startup_trials: 5}\n",
      ["sampler", "n_startup_trials is a TPE option"]),
     (HEAD + "pruner: {early: {type: medain}}\n",

@@ -189,3 +189,50 @@ def lr_curve(config: TrainConfig, data: Dataset, start: float, end: float, steps
     return lr_range_test(model, optimizer, x, y, start, end, steps, config.batch_size, factor,
                          seed=config.seed, smoothing=smoothing)
 
+
+
+@dataclass
+class ReferencePoint:
+    lr: float
+    loss: float  # the mean training loss of the run's last steps; inf when it diverged
+    diverged: str | None  # the divergence rule's reason, if it stopped the run
+
+
+@dataclass
+class ReferenceSweep:
+    """Ground truth for a range test: runs at one constant lr each, every other thing equal."""
+
+    points: list[ReferencePoint]
+
+    @property
+    def best(self) -> float:
+        """The lr whose run ended at the lowest training loss."""
+        return min(self.points, key=lambda p: p.loss).lr
+
+    @property
+    def diverged_at(self) -> float | None:
+        """The smallest lr whose run the divergence rule stopped."""
+        return next((p.lr for p in self.points if p.diverged), None)
+
+
+def log_grid(start: float, end: float, per_decade: int) -> list[float]:
+    """Learning rates from `start` to `end` (both included), evenly spaced on a log axis."""
+    count = max(1, round(math.log10(end / start) * per_decade))
+    return [start * (end / start) ** (i / count) for i in range(count + 1)]
+
+
+def reference_sweep(config: TrainConfig, data: Dataset, lrs: list[float], steps: int,
+                    factor: float, tail: int = 10) -> ReferenceSweep:
+    """Each lr trained alone at that constant rate from the same fresh model and batches.
+
+    What a range test tries to read off one ramp, measured the slow way: `config` (its seed
+    picks the initialization and the batch order, as in `lr_curve`) trains `steps` mini-batches
+    at each lr, held to the divergence rule with `factor`, and is scored by the mean loss of
+    its last `tail` steps (one mini-batch's loss is too noisy to rank neighbouring rates).
+    """
+    points = []
+    for lr in lrs:
+        run = short_run(replace(config, lr=lr), data.x_train, data.y_train, data, steps, factor)
+        loss = math.inf if run.diverged else float(np.mean(run.losses[-tail:]))
+        points.append(ReferencePoint(lr, loss, run.diverged))
+    return ReferenceSweep(points)

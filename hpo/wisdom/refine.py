@@ -1,11 +1,21 @@
 """Coarse to fine: the next stage's search space, read from the top trials of a finished one.
 
-Numeric ranges shrink to the top trials' 10%-90% quantiles plus a margin (in log space for
-`log: true`), always keeping the best value, and grow past an edge that an edge warning
-flagged (never past a limit, and not at a stability wall). Categorical entries keep only the
-choices seen among the top trials. Entries of negligible importance (Optuna's PED-ANOVA
-evaluator) are fixed at the best trial's value, as a single-choice entry so that
-`trial.params` still holds them. Every change carries the reason, for a YAML comment.
+A refined space must never do worse than the flat search it replaces, so it narrows only
+where the evidence says so and never takes a value away that the search could still need:
+- Numeric entries shrink to the box the top trials fill (all of them, not a quantile range)
+  plus a margin, in log space for `log: true`, always holding the best. A side is cut only
+  where enough trials went beyond the new edge and none reached the top (the rule for
+  categorical choices, below); where the best lies near an edge of that box, the old edge is
+  kept on that side (the optimum may lie beyond the best seen); an edge warning's widening
+  goes past it, never past a limit.
+- A numeric entry is never fixed, whatever its importance: importance is relative to
+  today's ranges, and an entry that looks negligible while others are wide becomes the one
+  that matters once they are narrowed. Its PED-ANOVA importance is kept as a comment.
+- A categorical choice is dropped only when it had a fair count of finished trials and
+  none among the top trials; otherwise it stays.
+- The next study starts with every finished trial that lies inside the new space, carried
+  over as evidence for its sampler (`hpo.carry`), so narrowing throws nothing away.
+Every change carries the reason, for a YAML comment.
 """
 
 from __future__ import annotations
@@ -13,11 +23,10 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from hpo.errors import HpoError
 from hpo.spec import MIN_TRIALS_TO_REFINE, CategoricalParam, FloatParam, IntParam
@@ -31,10 +40,13 @@ if TYPE_CHECKING:
 MIN_COMPLETE = MIN_TRIALS_TO_REFINE  # fewer completed trials say too little to narrow anything
 TOP_FRACTION = 0.2  # the top trials: the best fifth, at least TOP_MIN of them
 TOP_MIN = 5
-QUANTILES = (0.1, 0.9)
-MARGIN = 0.25  # of the quantile range, added on each side ...
+MARGIN = 0.25  # of the top trials' span, added on each side ...
 MIN_MARGIN = 0.05  # ... and at least this fraction of the old range
-NEGLIGIBLE = 0.08  # a normalized PED-ANOVA importance below this fixes the entry
+# A best this close to an edge of the top trials' box (as a fraction of the box) keeps the
+# old edge on that side: the top trials have not shown where the good region ends there.
+NEAR_EDGE = 0.2
+MIN_CUT_TRIALS = 5  # finished trials beyond a new numeric edge needed to cut there
+MIN_CHOICE_TRIALS = 5  # finished trials a categorical choice needs before it can be dropped
 MIN_FOR_IMPORTANCE = 10  # completed trials PED-ANOVA needs to say anything
 
 
@@ -44,6 +56,7 @@ class Refinement:
     comments: dict[str, str]  # why each entry changed (or did not)
     enqueue: dict[str, Any]  # the best trial's parameters, to start the next study from
     source: str  # a line naming the study and trials it was read from
+    parent: str = ""  # the study refined, to carry its trials from
 
 
 def entry_data(entry: Param) -> dict[str, Any]:
@@ -81,18 +94,43 @@ def importances(study: optuna.Study, completed: int) -> dict[str, float]:
 
 
 def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best: float,
-             limits: tuple[float | None, float | None], edge: Any) -> tuple[dict, str]:
+             limits: tuple[float | None, float | None], edge: Any,
+             tried: list[float]) -> tuple[dict, str]:
     log = entry.log
     t = math.log if log else float
     back = math.exp if log else float
-    points = np.array([t(v) for v in values])
-    low_q, high_q = (float(np.quantile(points, q)) for q in QUANTILES)
-    low_q, high_q = min(low_q, t(best)), max(high_q, t(best))
+    points = [t(v) for v in values]
+    top_low, top_high = min(*points, t(best)), max(*points, t(best))
     old_low, old_high = t(entry.low), t(entry.high)
-    margin = max(MARGIN * (high_q - low_q), MIN_MARGIN * (old_high - old_low))
-    low, high = back(max(low_q - margin, old_low)), back(min(high_q + margin, old_high))
-    why = [f"the top {len(values)} trials' {QUANTILES[0]:.0%}-{QUANTILES[1]:.0%} quantiles"
-           + (" in log space" if log else "") + f" plus a {MARGIN:.0%} margin"]
+    margin = max(MARGIN * (top_high - top_low), MIN_MARGIN * (old_high - old_low))
+    low, high = max(top_low - margin, old_low), min(top_high + margin, old_high)
+    why = [f"the top {len(values)} trials' span" + (" in log space" if log else "")
+           + f" plus a {MARGIN:.0%} margin"]
+    near = NEAR_EDGE * (top_high - top_low)
+    kept = [side for side, gap in (("low", t(best) - top_low), ("high", top_high - t(best)))
+            if gap <= near]
+    if "low" in kept:
+        low = old_low
+    if "high" in kept:
+        high = old_high
+    if kept:
+        why.append(f"kept the old {' and '.join(kept)} edge: the best ({best:.4g}) lies near "
+                   f"the top trials' {' and '.join(kept)} end, so the good region may go on")
+    # A region is cut away only where enough trials went and none reached the top.
+    tried_points = [t(v) for v in tried]
+    unexplored = [side for side, beyond in
+                  (("low", sum(p < low for p in tried_points)),
+                   ("high", sum(p > high for p in tried_points)))
+                  if side not in kept and beyond < MIN_CUT_TRIALS
+                  and (low > old_low if side == "low" else high < old_high)]
+    if "low" in unexplored:
+        low = old_low
+    if "high" in unexplored:
+        high = old_high
+    if unexplored:
+        why.append(f"kept the old {' and '.join(unexplored)} edge: fewer than "
+                   f"{MIN_CUT_TRIALS} trials went beyond it")
+    low, high = back(low), back(high)
     if edge is not None and edge.widened_to is not None:
         if edge.edge == "high":
             high = edge.widened_to
@@ -130,6 +168,23 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
     return data, text
 
 
+def _categorical(name: str, entry: CategoricalParam, top_values: list[Any],
+                 finished: list[optuna.trial.FrozenTrial]) -> tuple[dict, str]:
+    """Keep every choice but those tried often enough that none reaching the top says
+    something: a choice tried twice and unlucky is not evidence."""
+    tried = Counter(t.params[name] for t in finished if name in t.params)
+    dropped = [c for c in entry.choices
+               if c not in top_values and tried[c] >= MIN_CHOICE_TRIALS]
+    data = {**entry_data(entry), "choices": [c for c in entry.choices if c not in dropped]}
+    data.pop("when", None)
+    if dropped:
+        shown = ", ".join(f"{c} ({tried[c]} trials)" for c in dropped)
+        return data, (f"{name}: dropped {shown}: none among the top {len(top_values)} "
+                      f"trials")
+    return data, (f"{name}: every choice kept (a choice goes only after "
+                  f"{MIN_CHOICE_TRIALS} finished trials and none among the top)")
+
+
 def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
     """The refined search space for the study's next stage, with a reason for each entry."""
     from hpo.report import ranked
@@ -139,6 +194,7 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
     if len(complete) < MIN_COMPLETE:
         raise HpoError(f"study {study.study_name!r} has {len(complete)} completed trials; "
                        f"refining needs at least {MIN_COMPLETE} (run more trials first)")
+    finished = [t for t in trials if t.state.is_finished() and t.state.name != "FAIL"]
     top = complete[:min(len(complete), max(TOP_MIN, math.ceil(TOP_FRACTION * len(complete))))]
     best = top[0]
     limits = limits_for(spec, study)
@@ -152,38 +208,27 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
             space[name] = entry_data(entry)
             comments[name] = f"{name}: unchanged (the best trial did not use it)"
             continue
-        weight = importance.get(name)
-        single = isinstance(entry, CategoricalParam) and len(entry.choices) == 1
-        if weight is not None and weight < NEGLIGIBLE and not single:
-            space[name] = {"type": "categorical", "choices": [best.params[name]]}
-            comments[name] = (f"{name}: fixed at the best trial's {best.params[name]!r}: "
-                              f"PED-ANOVA importance {weight:.3f} < {NEGLIGIBLE}")
-        elif isinstance(entry, CategoricalParam):
-            kept = [c for c in entry.choices if c in values]
-            space[name] = {**entry_data(entry), "choices": kept}
-            space[name].pop("when", None)
-            dropped = [c for c in entry.choices if c not in kept]
-            comments[name] = (f"{name}: cut to the choices of the top {len(top)} trials "
-                              f"(dropped {', '.join(map(str, dropped))})" if dropped else
-                              f"{name}: every choice appears among the top {len(top)} trials")
+        if isinstance(entry, CategoricalParam):
+            space[name], comments[name] = _categorical(name, entry, values, finished)
         else:
             space[name], comments[name] = _numeric(
                 name, entry, values, best.params[name], limits.get(name, (None, None)),
-                edges.get(name))
+                edges.get(name), [t.params[name] for t in finished if name in t.params])
+        if name in importance:
+            comments[name] += f" (PED-ANOVA importance {importance[name]:.2f})"
         if entry.when:
             space[name]["when"] = {k: list(v) for k, v in entry.when.items()}
     prune_conditions(space, comments)
     if importance:
         shown = ", ".join(f"{n} {v:.2f}" for n, v in importance.items())
-        source_importance = f"; PED-ANOVA importances: {shown}"
+        source_importance = f"; PED-ANOVA importances (nothing is fixed by them): {shown}"
     else:
-        source_importance = (f"; too few completed trials for importances (< "
-                             f"{MIN_FOR_IMPORTANCE}), nothing fixed")
+        source_importance = ""
     source = (f"refined from study {study.study_name!r}: {len(complete)} completed trials, "
               f"best {best.value:.6g} (trial {best.number}), top {len(top)} read"
               + source_importance)
     enqueue = {k: v for k, v in best.params.items() if k in space}
-    return Refinement(space, comments, enqueue, source)
+    return Refinement(space, comments, enqueue, source, study.study_name)
 
 
 def prune_conditions(space: dict[str, dict[str, Any]], comments: dict[str, str]) -> None:
@@ -234,9 +279,16 @@ def refined_file(spec: StudySpec, refinement: Refinement, name: str, out: Path,
 
     data = yaml.safe_load(spec.source.read_text())
     data["name"] = name
+    carry = spec.sampler.type != "grid"  # a grid runs its own points (spec refuses carry)
     header = [f"# Written by `hpo refine {spec.source.name}`: {refinement.source}.",
               "# Each stage is its own Optuna study (changing ranges inside one study would "
-              "break its plots);", "# its first trial re-runs the best of the last one."]
+              "break its plots);",
+              f"# it starts with the finished trials of {refinement.parent!r} that lie inside "
+              "this space (carry_from:)," if carry else
+              "# its first trial re-runs the best of the last one.",
+              "# as evidence for the sampler that does not count against n_trials." if carry
+              else ""]
+    header = [line for line in header if line]
     if storage_given:
         data.pop("storage", None)
         header.append("# Storage: run it with the same --storage or HPO_STORAGE as the last one.")
@@ -247,7 +299,11 @@ def refined_file(spec: StudySpec, refinement: Refinement, name: str, out: Path,
             relative = os.path.relpath(path, out.absolute().parent)
             url = f"sqlite:///{path if relative.startswith('..') else relative}"
         data["storage"] = url
-    data["enqueue"] = [refinement.enqueue]
+    if carry:
+        data.pop("enqueue", None)  # the best is carried with the rest
+        data["carry_from"] = refinement.parent
+    else:
+        data["enqueue"] = [refinement.enqueue]
     lines = list(header)
     for key, value in data.items():
         if key == "search_space":

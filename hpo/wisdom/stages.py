@@ -3,11 +3,13 @@
 Stage k's study is `<name>-<stage name>` in the same storage. Its search space is derived
 from the study file and, past the first stage, from the stage before, as `hpo refine` does:
 entries searched there are refined from its top trials, entries searched before but not now
-are fixed at the best value so far, and its best trial is enqueued as the new study's first.
-A stage starts once the one before has all its trials; every worker derives the same next
-stage from the same finished trials, and a worker that finds a stage's study already
-created takes its stored search space, so workers always agree. Each stage resumes and
-shares its budget among workers like any study.
+are fixed at the best value so far. A stage that trains as the one before starts with that
+stage's finished trials inside its space, carried over (`hpo.carry`); one that trains
+otherwise (more epochs, say) measures something else, so it starts from the best trial,
+enqueued. A stage starts once the one before has all its trials; every worker derives the
+same next stage from the same finished trials, and a worker that finds a stage's study
+already created takes its stored search space, so workers always agree. Each stage resumes
+and shares its budget among workers like any study.
 """
 
 from __future__ import annotations
@@ -103,13 +105,26 @@ def _refinement(previous: StudySpec, study: optuna.Study) -> Refinement:
     return Refinement(space, {}, best, f"carried over from {study.study_name}")
 
 
+def trains_as_before(spec: StudySpec, index: int) -> bool:
+    """Whether stage `index` trains as the stage before it did, so that the earlier stage's
+    trials measured what this one measures (more epochs would measure something else)."""
+    stages = spec.stages
+    return index > 0 and stages[index].train == stages[index - 1].train
+
+
 def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
                enqueue: dict[str, Any]) -> StudySpec:
-    """The plain study spec of one stage: the file's, with the stage's name, space, budget."""
+    """The plain study spec of one stage: the file's, with the stage's name, space, budget.
+
+    A stage that trains as the one before starts with that stage's finished trials inside
+    its space (`hpo.carry`); one that trains otherwise starts from its best, enqueued."""
     stage = spec.stages[index]
     data = spec.model_dump(mode="json", exclude_none=True,
                            exclude={"stages", "n_trials", "enqueue", "search_space"})
     data.update(name=study_name(spec, stage), n_trials=stage.n_trials, search_space=space)
+    if trains_as_before(spec, index):
+        data["carry_from"] = study_name(spec, spec.stages[index - 1])
+        enqueue = {}  # the best is carried with the rest
     if stage.train:  # the built-in trainer's only (a callable's stage with one is refused)
         data["objective"]["train"] = {**data["objective"]["train"], **stage.train}
     where = f"{spec.source}: stages.{index} ({stage.name})"
@@ -148,8 +163,9 @@ def _with_limits(spec: StudySpec, space: dict[str, Any]) -> dict[str, Any]:
 
 def finished(study: optuna.Study) -> int:
     from hpo import budget
+    from hpo.carry import carried_count
 
-    return budget.finished_count(budget.count_by_state(study))
+    return budget.finished_count(budget.count_by_state(study), carried_count(study))
 
 
 def stage_specs(spec: StudySpec, storage: BaseStorage) -> Iterator[StudySpec]:
