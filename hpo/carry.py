@@ -11,7 +11,8 @@ Carried trials are evidence, not work done: they do not count against `n_trials`
 (`hpo.budget.finished_count` subtracts them) and every summary shows them apart. The first
 worker carries them under the study lock, while it creates the study, so several workers
 starting together carry exactly once; a worker that finds the study created but the carry
-unfinished (its first worker died part-way) adds the trials still missing.
+unfinished (its first worker died part-way) adds the trials still missing, and finishes the
+rest of the new study's setup.
 """
 
 from __future__ import annotations
@@ -44,13 +45,29 @@ def carried_count(study: optuna.Study) -> int:
 
 
 def inside(params: dict[str, Any], space: dict[str, Param]) -> bool:
-    """Whether a trial with these params could have been drawn from `space`: each param is
-    an entry that can take its value, and each entry it lacks is a conditional one."""
+    """Whether a trial with these params could have been drawn from `space`: each entry is
+    present exactly when its `when:` conditions hold, and then takes a value it can take.
+
+    Params outside the space (an objective's own `trial.suggest_*` calls) are not the
+    space's to judge; they are carried with their own distributions."""
+    from hpo.space import suggestion_order
     from hpo.spec import fits
 
-    if any(name not in space or not fits(space[name], value) for name, value in params.items()):
-        return False
-    return all(name in params or entry.when for name, entry in space.items())
+    for name in suggestion_order(space):
+        entry = space[name]
+        applies = all(params.get(parent) in allowed
+                      for parent, allowed in (entry.when or {}).items())
+        if applies != (name in params) or (applies and not fits(entry, params[name])):
+            return False
+    return True
+
+
+def carriable(parent: optuna.Study, space: dict[str, Param]) -> tuple[list[FrozenTrial], int]:
+    """The parent's finished (COMPLETE or PRUNED) trials inside `space`, and how many it has
+    finished in all."""
+    finished = parent.get_trials(deepcopy=False,
+                                 states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return [t for t in finished if inside(t.params, space)], len(finished)
 
 
 def _carried_copy(trial: FrozenTrial, parent: str, space: dict[str, Param]) -> FrozenTrial:
@@ -60,7 +77,8 @@ def _carried_copy(trial: FrozenTrial, parent: str, space: dict[str, Param]) -> F
 
     copy = create_trial(
         state=trial.state, values=trial.values, params=trial.params,
-        distributions={name: distribution(space[name]) for name in trial.params},
+        distributions={name: distribution(space[name]) if name in space
+                       else trial.distributions[name] for name in trial.params},
         user_attrs={**trial.user_attrs, CARRIED_FROM: {"study": parent, "number": trial.number}},
         intermediate_values=trial.intermediate_values)
     copy.datetime_start, copy.datetime_complete = trial.datetime_start, trial.datetime_complete
@@ -82,18 +100,20 @@ def parent_study(storage: BaseStorage, spec: StudySpec, where: str) -> optuna.St
 
 
 def carry_over(study: optuna.Study, spec: StudySpec, parent: optuna.Study) -> int:
-    """Add the parent's finished trials that fit the spec's space to `study` (those not
-    carried yet), mark the carry done, and return how many the study holds carried.
+    """Add the parent's finished trials inside the spec's space to `study`, those not carried
+    yet (a worker that died part-way carried the rest), and return how many it holds.
 
-    Call it under the study lock, so that workers starting together carry once."""
+    Call it under the study lock, so that workers starting together carry once; the caller
+    marks the setup whole (`mark_carried`) once everything else a new study gets is there."""
     done = {t.user_attrs[CARRIED_FROM]["number"] for t in study.get_trials(deepcopy=False)
             if is_carried(t)}
-    finished = parent.get_trials(deepcopy=False,
-                                 states=(TrialState.COMPLETE, TrialState.PRUNED))
-    new = [_carried_copy(t, parent.study_name, spec.search_space) for t in finished
-           if t.number not in done and inside(t.params, spec.search_space)]
+    trials, _ = carriable(parent, spec.search_space)
+    new = [_carried_copy(t, parent.study_name, spec.search_space) for t in trials
+           if t.number not in done]
     study.add_trials(new)
-    count = len(done) + len(new)
-    study.set_user_attr(CARRIED_ATTR, {"from": parent.study_name, "count": count,
-                                       "of": len(finished)})
-    return count
+    return len(done) + len(new)
+
+
+def mark_carried(study: optuna.Study, parent: optuna.Study, count: int) -> None:
+    """Record that the carry is whole: how many trials the budget leaves out."""
+    study.set_user_attr(CARRIED_ATTR, {"from": parent.study_name, "count": count})

@@ -478,7 +478,7 @@ def refine(spec_file: Path, out: Path | None, name: str | None, storage: str | N
 
     import yaml
 
-    from hpo.carry import inside
+    from hpo.carry import carriable
     from hpo.spec import load_spec, parse_spec
     from hpo.storage import STORAGE_ENV, load_existing_study
     from hpo.wisdom import refine as refiner
@@ -504,10 +504,8 @@ def refine(spec_file: Path, out: Path | None, name: str | None, storage: str | N
     for comment in refinement.comments.values():
         click.echo(f"  {comment}", err=dry_run)
     if refined.carry_from:
-        finished = [t for t in study.get_trials(deepcopy=False)
-                    if t.state.name in ("COMPLETE", "PRUNED")]
-        carried = sum(inside(t.params, refined.search_space) for t in finished)
-        click.echo(f"Carries over {carried} of the {len(finished)} finished trials of "
+        carried, finished = carriable(study, refined.search_space)
+        click.echo(f"Carries over {len(carried)} of the {finished} finished trials of "
                    f"{spec.name!r} (those inside the new space) as evidence for the sampler; "
                    "they do not count against n_trials", err=dry_run)
     if dry_run:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from hpo.carry import is_carried
-from hpo.report import diverged, format_counts, metric_name, ranked, short, summarize
+from hpo.report import (
+    carried_from,
+    carried_text,
+    diverged,
+    format_counts,
+    metric_name,
+    ranked,
+    short,
+    summarize,
+)
 from hpo.wisdom.edges import Limits
 
 if TYPE_CHECKING:
@@ -89,8 +98,9 @@ def _table(study: optuna.Study, top: int) -> str:
               *(short(t.params.get(n, "")) for n in names)] for t in best]
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in cells)
-    note = ("<p>* carried over from the study this one was refined from</p>"
-            if any(is_carried(t) for t in best) else "")
+    carried = [t for t in best if is_carried(t)]
+    note = (f"<p>* carried over from {html.escape(', '.join(map(repr, carried_from(carried))))}"
+            "</p>" if carried else "")
     return f'<table id="best-trials"><tr>{head}</tr>{rows}</table>{note}'
 
 
@@ -119,8 +129,7 @@ def render(study: optuna.Study, top: int = 10, limits: Limits | None = None
         inlined = True
     counts = "".join(f"<li>{state.lower()}: {n}</li>" for state, n in summary["counts"].items())
     if summary["carried"]:
-        counts += (f"<li>carried over from {html.escape(summary['carried']['from'])}: "
-                   f"{summary['carried']['count']}</li>")
+        counts += f"<li>{html.escape(carried_text(summary['carried']))}</li>"
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>hpo report: {html.escape(study.study_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}

@@ -53,28 +53,35 @@ def summarize(study: optuna.Study, top: int = 5, limits: Limits | None = None
     """The study in brief: counts, divergences, time spent, best and top trials, and the
     entries whose best sits at an edge of their range (`limits`: see `hpo.wisdom.edges`)."""
     trials = study.get_trials(deepcopy=False)
-    best = ranked(study, trials)
+    best = ranked(study, trials)  # carried trials too: the best so far may be one of them
     carried = [t for t in trials if is_carried(t)]
+    # Counts and time are the study's own: carried trials are evidence its sampler started
+    # from, run (and counted) in the study they came from.
+    own = [t for t in trials if not is_carried(t)]
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
         "metric": metric_name(study),
-        # The study's own trials; carried ones are evidence its sampler started from.
-        "counts": state_counts([t for t in trials if not is_carried(t)]),
+        "counts": state_counts(own),
         "carried": ({"count": len(carried), "from": carried_from(carried)} if carried
                     else None),
-        "diverged": sum(1 for t in trials if diverged(t)),
-        "trial_seconds": round(sum(float(t.user_attrs.get("duration_s", 0)) for t in trials), 3),
+        "diverged": sum(1 for t in own if diverged(t)),
+        "trial_seconds": round(sum(float(t.user_attrs.get("duration_s", 0)) for t in own), 3),
         "best": _trial_brief(best[0]) if best else None,
         "top": [_trial_brief(t) for t in best[:top]],
         "edge_warnings": [w.as_dict() for w in edge_warnings(study, limits, trials)],
     }
 
 
-def carried_from(trials: list[FrozenTrial]) -> str:
-    """The studies carried trials came from, as a person reads them: `'coarse'`."""
-    names = dict.fromkeys(t.user_attrs[CARRIED_FROM]["study"] for t in trials)
-    return ", ".join(map(repr, names))
+def carried_from(trials: list[FrozenTrial]) -> list[str]:
+    """The studies carried trials came from, in order."""
+    return list(dict.fromkeys(t.user_attrs[CARRIED_FROM]["study"] for t in trials))
+
+
+def carried_text(carried: dict[str, Any]) -> str:
+    """`23 carried over from 'coarse'`."""
+    return (f"{carried['count']} carried over from "
+            + ", ".join(map(repr, carried["from"])))
 
 
 def _trial_brief(trial: FrozenTrial) -> dict[str, Any]:
@@ -88,7 +95,7 @@ def format_counts(counts: dict[str, int], carried: dict[str, Any] | None = None)
     """`28 complete, 2 pruned, plus 23 carried over from 'coarse'`."""
     text = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no trials"
     if carried:
-        text += f", plus {carried['count']} carried over from {carried['from']}"
+        text += f", plus {carried_text(carried)}"
     return text
 
 
@@ -143,7 +150,7 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     table = aligned([header, *body])
     if any("carried_from" in r for r in rows):
-        table += f"\n* carried over from {summary['carried']['from']}"
+        table += "\n* carried over from " + ", ".join(map(repr, summary["carried"]["from"]))
     return table
 
 

@@ -741,11 +741,10 @@ def auto_needs_tpe(space: dict[str, Any]) -> str | None:
 
 
 # What a sampler type needs beyond hpo's base dependencies, and how to get it.
-SAMPLER_PACKAGES = {"gp": ("torch",), "cmaes": ("cmaes",), "qmc": ("scipy",)}
+# (cmaes and scipy, which cmaes and qmc need, are hpo's own dependencies.)
+SAMPLER_PACKAGES = {"gp": ("torch",)}
 INSTALL_HINTS = {
     "torch": "install torch as the README says (pip install 'hpo[train]' after it)",
-    "cmaes": "pip install cmaes",
-    "scipy": "pip install scipy",
 }
 
 

@@ -96,13 +96,7 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
         parent = carry.parent_study(storage, spec, mask_url(url)) if spec.carry_from else None
         study.set_user_attr(SPEC_ATTR, current)
         study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
-        if parent is not None:  # first, so the carried trials are the study's first numbers
-            carry.carry_over(study, spec, parent)
-        for params in spec.enqueue:  # run first: claimed before the sampler proposes any
-            study.enqueue_trial(params, user_attrs={"enqueued_by": "study file"})
-        with warnings.catch_warnings():  # "experimental" in Optuna: hpo's choice, not news
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([spec.metric])  # the dashboard shows it, not "Objective 0"
+        _set_up(study, spec, parent)
         return
     version = attrs.get(SPEC_VERSION_ATTR, 1)
     if version > SPEC_VERSION:
@@ -123,9 +117,26 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
     if version < SPEC_VERSION:
         study.set_user_attr(SPEC_ATTR, upgraded)
         study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
-    if spec.carry_from and carry.CARRIED_ATTR not in attrs:  # its first worker died carrying
-        parent = carry.parent_study(study_storage(study), spec, mask_url(url))
-        carry.carry_over(study, spec, parent)
+    if spec.carry_from and carry.CARRIED_ATTR not in attrs:  # its first worker died setting up
+        _set_up(study, spec, carry.parent_study(study_storage(study), spec, mask_url(url)))
+
+
+def _set_up(study: optuna.Study, spec: StudySpec, parent: optuna.Study | None) -> None:
+    """What a new study gets once its identity is stored: carried trials (first, so they
+    take its first numbers), the file's enqueued trials, the metric's name; then, for a
+    carrying study, the mark that its setup is whole. Each step is skipped where it was done,
+    so a worker that finds the mark missing (the first one died part-way) finishes it."""
+    carried = carry.carry_over(study, spec, parent) if parent is not None else 0
+    queued = ([t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)
+               if t.user_attrs.get("enqueued_by") == "study file"] if parent else [])
+    for params in spec.enqueue:  # run first: claimed before the sampler proposes any
+        if params not in queued:
+            study.enqueue_trial(params, user_attrs={"enqueued_by": "study file"})
+    with warnings.catch_warnings():  # "experimental" in Optuna: hpo's choice, not news
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])  # the dashboard shows it, not "Objective 0"
+    if parent is not None:
+        carry.mark_carried(study, parent, carried)
 
 
 def create_or_load_study(spec: StudySpec, storage: BaseStorage, url: str,

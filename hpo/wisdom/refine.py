@@ -68,7 +68,8 @@ def _sig_down(value: float, digits: int = 3) -> float:
     if value == 0:
         return 0.0
     scale = 10 ** (math.floor(math.log10(abs(value))) - digits + 1)
-    return float(f"{math.floor(value / scale) * scale:.12g}")
+    # The epsilon keeps float error (exp(log(1e-3)) = 0.0010000000000000002) from a step.
+    return float(f"{math.floor(value / scale + 1e-9) * scale:.12g}")
 
 
 def _sig_up(value: float, digits: int = 3) -> float:
@@ -106,9 +107,10 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
     low, high = max(top_low - margin, old_low), min(top_high + margin, old_high)
     why = [f"the top {len(values)} trials' span" + (" in log space" if log else "")
            + f" plus a {MARGIN:.0%} margin"]
+    # Top trials that agree on one value say the most; the rule is for a best at one end.
     near = NEAR_EDGE * (top_high - top_low)
     kept = [side for side, gap in (("low", t(best) - top_low), ("high", top_high - t(best)))
-            if gap <= near]
+            if gap <= near and top_high > top_low]
     if "low" in kept:
         low = old_low
     if "high" in kept:
@@ -140,6 +142,9 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
                    f"that edge (edge warning)")
     elif edge is not None:
         why.append(f"kept {edge.edge} at a stability wall")
+    # An old edge kept comes back through exp(log(x)): it stays exactly as the file had it.
+    low = entry.low if math.isclose(low, entry.low) else low
+    high = entry.high if math.isclose(high, entry.high) else high
     low_limit, high_limit = limits
     low = max(low, low_limit) if low_limit is not None else low
     high = min(high, high_limit) if high_limit is not None else high
@@ -160,9 +165,14 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
             else:
                 low = low - step
     else:
-        low, high = min(_sig_down(low), best), max(_sig_up(high), best)
+        # Three digits read well; an old edge stays as it was.
+        low = low if low == entry.low else min(_sig_down(low), best)
+        high = high if high == entry.high else max(_sig_up(high), best)
         if log and low <= 0:
             low = entry.low
+        # Rounding must not cross a limit either.
+        low = max(low, low_limit) if low_limit is not None else low
+        high = min(high, high_limit) if high_limit is not None else high
     data.update(low=low, high=high)
     text = f"{name}: {entry.low:g} .. {entry.high:g} -> {low:g} .. {high:g}: " + "; ".join(why)
     return data, text
@@ -232,28 +242,22 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
 
 
 def prune_conditions(space: dict[str, dict[str, Any]], comments: dict[str, str]) -> None:
-    """Cut `when:` lists to the parent's remaining choices; drop entries left with none.
-
-    A condition on a parent that is no longer searched is dropped (the parent's fixed value
-    decides, and the entry is suggested always)."""
+    """Cut `when:` lists to the parent's remaining choices; drop an entry left with none, or
+    whose parent was dropped (it could never apply), until nothing more changes."""
     changed = True
     while changed:
         changed = False
         for name in list(space):
-            when = space[name].get("when")
-            if not when:
-                continue
-            for parent in [p for p in when if p not in space]:
-                del when[parent]
-            if not when:
-                del space[name]["when"]
+            when = space[name].get("when") or {}
             for parent, allowed in list(when.items()):
-                choices = space[parent].get("choices", [])
-                kept = [v for v in allowed if v in choices]
+                kept = ([v for v in allowed if v in space[parent].get("choices", [])]
+                        if parent in space else [])
                 if not kept:
                     del space[name]
                     comments[name] = (f"{name}: dropped: it applies only when {parent} is "
-                                      f"{allowed}, and no top trial chose that")
+                                      f"{allowed}, " + (f"and {parent} no longer takes "
+                                                        "those values" if parent in space
+                                                        else f"and {parent} was dropped"))
                     changed = True
                     break
                 when[parent] = kept

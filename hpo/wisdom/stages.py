@@ -108,21 +108,31 @@ def _refinement(previous: StudySpec, study: optuna.Study) -> Refinement:
 def trains_as_before(spec: StudySpec, index: int) -> bool:
     """Whether stage `index` trains as the stage before it did, so that the earlier stage's
     trials measured what this one measures (more epochs would measure something else)."""
-    stages = spec.stages
-    return index > 0 and stages[index].train == stages[index - 1].train
+    if index == 0:
+        return False
+    base = spec.objective.train.model_dump() if spec.objective.trainer else {}
+
+    def training(stage: StageSpec) -> dict[str, Any]:
+        settings = {**base, **stage.train}
+        settings.pop("pack", None)  # how many trials train at once changes no result
+        return settings
+
+    return training(spec.stages[index]) == training(spec.stages[index - 1])
 
 
 def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
-               enqueue: dict[str, Any]) -> StudySpec:
+               enqueue: dict[str, Any], carry: bool | None = None) -> StudySpec:
     """The plain study spec of one stage: the file's, with the stage's name, space, budget.
 
     A stage that trains as the one before starts with that stage's finished trials inside
-    its space (`hpo.carry`); one that trains otherwise starts from its best, enqueued."""
+    its space (`hpo.carry`); one that trains otherwise starts from its best, enqueued.
+    `carry` gives the choice a stored stage was created with (stages created before carrying
+    existed never carry)."""
     stage = spec.stages[index]
     data = spec.model_dump(mode="json", exclude_none=True,
                            exclude={"stages", "n_trials", "enqueue", "search_space"})
     data.update(name=study_name(spec, stage), n_trials=stage.n_trials, search_space=space)
-    if trains_as_before(spec, index):
+    if trains_as_before(spec, index) if carry is None else carry:
         data["carry_from"] = study_name(spec, spec.stages[index - 1])
         enqueue = {}  # the best is carried with the rest
     if stage.train:  # the built-in trainer's only (a callable's stage with one is refused)
@@ -186,12 +196,14 @@ def stage_specs(spec: StudySpec, storage: BaseStorage) -> Iterator[StudySpec]:
                                "it has all")
         study = _load(storage, study_name(spec, stage))
         stored = study.user_attrs.get(SPEC_ATTR) if study is not None else None
-        if stored is not None:  # another worker derived it first: take its space as stored
+        carry = None
+        if stored is not None:  # another worker derived it first: take it as stored
             space = _with_limits(spec, dict(stored.get("search_space", {})))
             enqueue = (stored.get("enqueue") or [{}])[0]
+            carry = "carry_from" in stored
         else:
             space, enqueue = derived_space(spec, index, previous, previous_study)
-        previous = stage_spec(spec, index, space, enqueue)
+        previous = stage_spec(spec, index, space, enqueue, carry)
         yield previous
 
 
