@@ -173,3 +173,102 @@ def test_carry_from_mistakes_are_one_line(tmp_path, extra, fragments):
     result = cli("validate", path)
     assert result.exit_code == 1
     assert_one_line(result.output.strip(), "Error: ", fragments)
+
+
+def test_inside_takes_a_trial_only_where_the_space_could_have_drawn_it(tmp_path):
+    from hpo.carry import inside
+
+    space = load_spec(write_study(tmp_path, """
+        name: any
+        n_trials: 1
+        objective: {callable: "objective.py:objective"}
+        search_space:
+          opt: {type: categorical, choices: [sgd, adam]}
+          momentum: {type: float, low: 0.5, high: 0.9, when: {opt: [sgd]}}
+          nesterov: {type: categorical, choices: [true, false], when: {opt: [sgd]}}
+          dampening: {type: float, low: 0.0, high: 0.5, step: 0.25, when: {nesterov: [false]}}
+          units: {type: int, low: 16, high: 256, log: true}
+          fixed: {type: categorical, choices: [3]}
+        """, objective=OBJECTIVE)).search_space
+    base = {"units": 64, "fixed": 3}
+    assert inside({**base, "opt": "adam"}, space)
+    assert inside({**base, "opt": "sgd", "momentum": 0.7, "nesterov": True}, space)
+    assert inside({**base, "opt": "sgd", "momentum": 0.7, "nesterov": False,
+                   "dampening": 0.25}, space)
+    # An objective's own suggestions beyond the space are its business.
+    assert inside({**base, "opt": "adam", "extra": 1.5}, space)
+    refused = [
+        {**base, "opt": "adam", "momentum": 0.7},  # momentum applies to sgd only
+        {**base, "opt": "sgd", "nesterov": True},  # momentum missing where it applies
+        {**base, "opt": "sgd", "momentum": 0.95, "nesterov": True},  # outside its range
+        {**base, "opt": "sgd", "momentum": 0.7, "nesterov": False, "dampening": 0.3},  # step
+        {**base, "opt": "sgd", "momentum": 0.7, "nesterov": False},  # dampening missing
+        {"units": 300, "fixed": 3, "opt": "adam"},  # past the int's high
+        {"units": 64, "fixed": 4, "opt": "adam"},  # not the fixed value
+        {"fixed": 3, "opt": "adam"},  # an unconditional entry missing
+    ]
+    assert [inside(params, space) for params in refused] == [False] * len(refused)
+
+
+def test_a_worker_finishes_a_setup_its_first_worker_died_in(tmp_path):
+    from hpo import carry
+    from hpo.study import SPEC_ATTR, SPEC_VERSION, SPEC_VERSION_ATTR
+
+    url = f"sqlite:///{tmp_path}/coarse.db"
+    out, coarse = _coarse_then_refined(tmp_path, "coarse")
+    text = out.read_text() + "enqueue:\n  - {x: 1.5, kind: a}\n"
+    out.write_text(text)
+    spec = load_spec(out)
+    # The first worker stored the identity and carried 3 trials, then died.
+    study = optuna.create_study(study_name="coarse-stage2", storage=url)
+    study.set_user_attr(SPEC_ATTR, spec.identity())
+    study.set_user_attr(SPEC_VERSION_ATTR, SPEC_VERSION)
+    trials, _ = carry.carriable(coarse, spec.search_space)
+    assert len(trials) > 3
+    study.add_trials([carry._carried_copy(t, "coarse", spec.search_space) for t in trials[:3]])
+    result = cli("run", out, "-q", "--n-trials", "2")
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="coarse-stage2", storage=url)
+    numbers = [t.user_attrs["carried_from"]["number"] for t in study.trials
+               if "carried_from" in t.user_attrs]
+    assert sorted(numbers) == sorted(t.number for t in trials)  # each once, the rest added
+    assert study.user_attrs[carry.CARRIED_ATTR]["count"] == len(trials)
+    assert study.metric_names == ["value"]
+    own = [t for t in study.trials if "carried_from" not in t.user_attrs]
+    assert own[0].params == {"x": 1.5, "kind": "a"}  # the file's enqueued trial ran first
+    assert len(own) == 2
+
+
+TRAINER = """
+name: coarse
+direction: maximize
+metric: val_accuracy
+n_trials: 10
+sampler: {type: tpe, seed: 0, n_startup_trials: 4}
+objective:
+  trainer: mlp
+  data: {dataset: iris}
+  model: {hidden: [16]}
+  train: {epochs: 2}
+search_space:
+  lr: {type: float, low: 1.0e-3, high: 1.0, log: true}
+  batch_size: {type: categorical, choices: [16, 32]}
+"""
+
+
+def test_local_workers_run_a_refined_trainer_study_to_its_own_budget(tmp_path):
+    path = write_study(tmp_path, TRAINER)
+    assert cli("run", path, "-q", "--workers", "1").exit_code == 0
+    out = tmp_path / "refined.yaml"
+    assert cli("refine", path, "--out", out).exit_code == 0
+    done = subprocess.run([HPO, "run", str(out), "--workers", "2"], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="coarse-stage2",
+                              storage=f"sqlite:///{tmp_path}/coarse.db")
+    own = [t for t in study.trials if "carried_from" not in t.user_attrs]
+    carried = len(study.trials) - len(own)
+    assert carried > 0
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in own) == 10
+    assert f"plus {carried} carried over from 'coarse'" in done.stdout
+    assert "10/10" in done.stderr  # the launcher's bar counts the study's own trials

@@ -198,3 +198,32 @@ def test_the_dashboard_lists_every_stage_with_its_note(tmp_path):
     assert notes["quad-x"].startswith("# quad-x") and notes["quad-all"].startswith("# quad-all")
     # Each note holds its stage's study file as run: stage x held kind at b.
     assert "kind:\n    type: categorical\n    choices:\n    - b" in notes["quad-x"]
+
+
+def test_a_stage_created_before_carrying_existed_resumes_as_it_was(tmp_path):
+    # hpo before carrying stored stage 2 with the best enqueued and no carry_from; a rerun
+    # must take the stage as stored, not refuse it as a different spec.
+    body = (CALLABLE % "quad").replace("n_trials_note: unused\n", "")
+    path = write_study(tmp_path, body, objective=QUAD)
+    assert cli("run", path, "-q").exit_code == 0
+    storage = f"sqlite:///{tmp_path}/quad.db"
+    second = optuna.load_study(study_name="quad-all", storage=storage)
+    stored = dict(second.user_attrs["hpo_spec"])
+    assert stored.pop("carry_from") == "quad-x"
+    stored["enqueue"] = [{"x": 2.0, "kind": "a"}]
+    second.set_user_attr("hpo_spec", stored)
+    again = cli("run", path, "-q")
+    assert again.exit_code == 0, again.output
+    assert "Ran 0 trials in 2 stages" in again.output
+
+
+def test_stages_that_train_alike_carry_and_pack_changes_nothing(tmp_path):
+    from hpo.wisdom.stages import trains_as_before
+
+    spec = load_spec(write_study(tmp_path, TRAINER.replace(
+        "  - {name: fine, n_trials: 3}",
+        "  - {name: fine, n_trials: 5, train: {epochs: 2, pack: 1}}\n"
+        "  - {name: last, n_trials: 3, train: {epochs: 3}}")))
+    # all -> fine: 2 epochs both, pack aside; fine -> last: 3 epochs is the file's own too,
+    # but more than fine's 2.
+    assert [trains_as_before(spec, i) for i in range(4)] == [False, False, True, False]
