@@ -298,7 +298,8 @@ def flat_regrets(datasets: list[str], samplers: list[str], seeds: int) -> None:
                         rows.append([regret(dataset, t.params)
                                      for t in best_so_far(study, FLAT_POINTS)])
             except HpoError as e:
-                print(f"{dataset:20} {sampler:8} refused: {e}", flush=True)
+                print(f"{dataset:20} {sampler:8} refused: {str(e).splitlines()[0]}",
+                      flush=True)
                 continue
             medians = [statistics.median(r[i] for r in rows) for i in range(len(FLAT_POINTS))]
             print(f"{dataset:20} {sampler:8} " + " ".join(f"{m:10.4g}" for m in medians)

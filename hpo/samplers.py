@@ -272,8 +272,7 @@ def _auto(spec: StudySpec) -> BaseSampler:
     def make_tpe(seed: int | None) -> BaseSampler:
         # As AutoSampler configures it: multivariate, with the constant liar for workers.
         with _experimental_ok():
-            return TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                              warn_independent_sampling=False)
+            return TPESampler(seed=seed, multivariate=True, constant_liar=True)
 
     tpe = _seeded(make_tpe, spec)
     why_tpe = auto_needs_tpe(spec.search_space)

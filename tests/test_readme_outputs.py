@@ -36,15 +36,28 @@ def _module():
 
 # The README shows output from a 2-core machine: torch's float sums, and so the last digits,
 # follow the thread count, which hpo sets from the CPUs.
+def _check(blocks: str) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--check", "--only", blocks],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, (
+        f"README.md is stale; run `python scripts/readme_outputs.py` to rewrite it:\n"
+        f"{done.stdout}{done.stderr}")
+
+
 @pytest.mark.skipif(usable_cpus() != 2, reason="the README's outputs come from 2 cores")
 def test_the_readme_outputs_match_a_fresh_run():
     # `hpo check` and `hpo lr-find` on digits-lr print the same digits run after run on one
     # machine (a CPU hog beside them changes nothing), so the match is exact.
-    done = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True,
-                          text=True, cwd=ROOT)
-    assert done.returncode == 0, (
-        f"README.md is stale; run `python scripts/readme_outputs.py` to rewrite it:\n"
-        f"{done.stdout}{done.stderr}")
+    _check("check,lr-find")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(usable_cpus() != 2, reason="the README's outputs come from 2 cores")
+def test_the_readme_walk_through_of_edge_warnings_and_refine_matches_a_fresh_run():
+    # Two 20-trial studies of digits-lr, one worker each (a minute or two on an idle machine,
+    # several on a busy one): the same trials, values and refined file run after run.
+    _check("edge,refine")
 
 
 def test_check_mode_prints_a_diff_and_exits_1_and_rewriting_fixes_it(tmp_path, monkeypatch,
