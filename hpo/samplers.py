@@ -41,24 +41,11 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
 
 
-class TrialSeededSampler(BaseSampler):
-    """Delegates each trial to a sampler made for it, seeded by (study seed, trial number).
-
-    `make(seed)` builds the inner sampler. A worker runs one trial at a time, so only the
-    latest trial's sampler is kept; every call names its trial, so each reaches the right one.
-    """
-
-    def __init__(self, make: Callable[[int], BaseSampler], seed: int) -> None:
-        self._make = make
-        self._seed = seed
-        self._number: int | None = None
-        self._inner: BaseSampler | None = None
+class _Delegating(BaseSampler):
+    """A sampler that hands each call to the sampler `_for(trial)` picks for that trial."""
 
     def _for(self, trial: FrozenTrial) -> BaseSampler:
-        if self._inner is None or self._number != trial.number:
-            self._number, self._inner = trial.number, self._make(trial_seed(self._seed,
-                                                                            trial.number))
-        return self._inner
+        raise NotImplementedError
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial
                                     ) -> dict[str, BaseDistribution]:
@@ -78,6 +65,26 @@ class TrialSeededSampler(BaseSampler):
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
         self._for(trial).after_trial(study, trial, state, values)
+
+
+class TrialSeededSampler(_Delegating):
+    """Delegates each trial to a sampler made for it, seeded by (study seed, trial number).
+
+    `make(seed)` builds the inner sampler. A worker runs one trial at a time, so only the
+    latest trial's sampler is kept; every call names its trial, so each reaches the right one.
+    """
+
+    def __init__(self, make: Callable[[int], BaseSampler], seed: int) -> None:
+        self._make = make
+        self._seed = seed
+        self._number: int | None = None
+        self._inner: BaseSampler | None = None
+
+    def _for(self, trial: FrozenTrial) -> BaseSampler:
+        if self._inner is None or self._number != trial.number:
+            self._number, self._inner = trial.number, self._make(trial_seed(self._seed,
+                                                                            trial.number))
+        return self._inner
 
 
 Make = Callable[[int | None], BaseSampler]  # builds a sampler drawing from this seed
@@ -210,7 +217,7 @@ AUTO_GP_TRIALS = 250
 AUTO_SAMPLER_ATTR = "auto:sampler"  # the trial system attr AutoSampler records its pick in
 
 
-class AutoSampler(BaseSampler):
+class AutoSampler(_Delegating):
     """GP for the first `AUTO_GP_TRIALS` trials, TPE after; TPE throughout when `gp` is None.
 
     The pick goes by trial number, not by the count of finished trials: every worker picks
@@ -243,27 +250,11 @@ class AutoSampler(BaseSampler):
             self._said = pick
             logger.info("%s", message)
 
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial
-                                    ) -> dict[str, BaseDistribution]:
-        return self._for(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self._for(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
-
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         sampler = self._for(trial)
         optuna_compat.study_storage(study).set_trial_system_attr(
             optuna_compat.trial_id(trial), AUTO_SAMPLER_ATTR, self._said or "")
         sampler.before_trial(study, trial)
-
-    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        self._for(trial).after_trial(study, trial, state, values)
 
 
 def _auto(spec: StudySpec) -> BaseSampler:
