@@ -94,6 +94,14 @@ def importances(study: optuna.Study, completed: int) -> dict[str, float]:
         return {}
 
 
+def _keep_old(sides: list[str], low: float, high: float, old_low: float, old_high: float,
+              why: list[str], reason: str) -> tuple[float, float]:
+    """The range with the old edge back on each of `sides`, the reason noted in `why`."""
+    if sides:
+        why.append(f"kept the old {' and '.join(sides)} edge: {reason}")
+    return (old_low if "low" in sides else low), (old_high if "high" in sides else high)
+
+
 def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best: float,
              limits: tuple[float | None, float | None], edge: Any,
              tried: list[float]) -> tuple[dict, str]:
@@ -111,13 +119,9 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
     near = NEAR_EDGE * (top_high - top_low)
     kept = [side for side, gap in (("low", t(best) - top_low), ("high", top_high - t(best)))
             if gap <= near and top_high > top_low]
-    if "low" in kept:
-        low = old_low
-    if "high" in kept:
-        high = old_high
-    if kept:
-        why.append(f"kept the old {' and '.join(kept)} edge: the best ({best:.4g}) lies near "
-                   f"the top trials' {' and '.join(kept)} end, so the good region may go on")
+    low, high = _keep_old(kept, low, high, old_low, old_high, why,
+                          f"the best ({best:.4g}) lies near the top trials' "
+                          f"{' and '.join(kept)} end, so the good region may go on")
     # A region is cut away only where enough trials went and none reached the top.
     tried_points = [t(v) for v in tried]
     unexplored = [side for side, beyond in
@@ -125,13 +129,8 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
                    ("high", sum(p > high for p in tried_points)))
                   if side not in kept and beyond < MIN_CUT_TRIALS
                   and (low > old_low if side == "low" else high < old_high)]
-    if "low" in unexplored:
-        low = old_low
-    if "high" in unexplored:
-        high = old_high
-    if unexplored:
-        why.append(f"kept the old {' and '.join(unexplored)} edge: fewer than "
-                   f"{MIN_CUT_TRIALS} trials went beyond it")
+    low, high = _keep_old(unexplored, low, high, old_low, old_high, why,
+                          f"fewer than {MIN_CUT_TRIALS} trials went beyond it")
     low, high = back(low), back(high)
     if edge is not None and edge.widened_to is not None:
         if edge.edge == "high":
