@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpo.spec import DataSpec
-from hpo.training.data import load_data
+from hpo.training.data import DataConfig, load_data
 
 GOAL_S = 5.0
 
@@ -72,7 +71,7 @@ def main() -> None:
         write_file(path, args.rows, args.columns, None if args.digits < 0 else args.digits)
         size_mb = path.stat().st_size / 1e6
         started = time.perf_counter()
-        data = load_data(DataSpec(path=path.name, label="label"), Path(folder))
+        data = load_data(DataConfig(path=path.name, label="label"), Path(folder))
         hpo_s = time.perf_counter() - started
         assert len(data.x_train) + len(data.x_val) == args.rows
         baseline_rows = min(args.baseline_rows, args.rows)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from hpo.spec import DataSpec
 from hpo.training import loop
-from hpo.training.data import load_data
+from hpo.training.data import DataConfig, load_data
 from hpo.training.loop import TrainConfig, train
 from hpo.training.pack import train_packed
 
@@ -79,8 +78,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    data = load_data(DataSpec(dataset="digits", normalize="standard", val_fraction=0.2,
-                              seed=0), Path("."), "digits")
+    data = load_data(DataConfig(dataset="digits", normalize="standard", val_fraction=0.2,
+                                seed=0), Path("."), "digits")
     loop.warm_up()
     rng = random.Random(args.seed)
     compare(f"{args.members} draws from the quickstart space",

@@ -153,8 +153,8 @@ def study_data(dataset: str, sampler: str, seed: int, name: str, n_trials: int) 
 
 
 def run_study(folder: Path, data: dict) -> Any:
-    from hpo import runner
     from hpo.spec import parse_spec
+    from hpo.worker import runner
 
     path = folder / f"{data['name']}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -164,7 +164,7 @@ def run_study(folder: Path, data: dict) -> Any:
 
 def best_so_far(study: Any, counts: tuple[int, ...]) -> list[Any]:
     """The best trial among the study's first k own trials, for each k."""
-    from hpo.carry import is_carried
+    from hpo.store.carry import is_carried
 
     own = [t for t in study.get_trials(deepcopy=False) if not is_carried(t)]
     sign = -1 if study.direction.name == "MAXIMIZE" else 1
@@ -179,10 +179,10 @@ def refined_best(folder: Path, coarse: dict) -> Any:
     """`hpo refine` on the coarse study, then REFINED more trials of the refined file."""
     from click.testing import CliRunner
 
-    from hpo import runner
     from hpo.cli import main
-    from hpo.report import ranked
+    from hpo.report.trials import ranked
     from hpo.spec import load_spec
+    from hpo.worker import runner
 
     path, out = folder / f"{coarse['name']}.yaml", folder / f"{coarse['name']}-next.yaml"
     result = CliRunner().invoke(main, ["refine", str(path), "--out", str(out), "--force"])
@@ -264,7 +264,7 @@ def main() -> None:
 def _carried(folder: Path, coarse: dict) -> int:
     import optuna
 
-    from hpo.carry import carried_count
+    from hpo.store.carry import carried_count
 
     study = optuna.load_study(study_name=f"{coarse['name']}-stage2",
                               storage=f"sqlite:///{folder}/{coarse['name']}.db")

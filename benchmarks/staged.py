@@ -62,7 +62,7 @@ def _trials(studies) -> list:
 
 
 def _one(folder: Path, dataset: str, seed: int, staged: bool) -> dict:
-    from hpo.carry import is_carried
+    from hpo.store.carry import is_carried
 
     spec = _spec(folder, dataset, seed, staged)
     options = runner.RunOptions(quiet=True, write_note=False)

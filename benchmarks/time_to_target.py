@@ -133,10 +133,9 @@ study.optimize(objective, n_trials=TRIALS, catch=(ValueError, RuntimeError))
 
 
 def write_data(folder: Path, spec: dict) -> None:
-    from hpo.spec import DataSpec
-    from hpo.training.data import _builtin
+    from hpo.training.data import DataConfig, _builtin
 
-    x, y = _builtin(DataSpec(**spec))
+    x, y = _builtin(DataConfig(**spec))
     np.savez(folder / "data.npz", X=x, y=y)
 
 

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from hpo.spec import DataSpec
-from hpo.training.data import Dataset, load_data
+from hpo.training.data import DataConfig, Dataset, load_data
 from hpo.training.init import initialize
 from hpo.training.loop import TrainConfig, pick_device, train
 from hpo.training.model import MLP
@@ -207,9 +206,9 @@ def main() -> None:
         return
     folder = Path(".")
     datasets = {
-        "digits": load_data(DataSpec(dataset="digits"), folder),
-        "synthetic": load_data(DataSpec(dataset="synthetic", n_samples=200_000, n_features=64,
-                                        n_classes=10), folder),
+        "digits": load_data(DataConfig(dataset="digits"), folder),
+        "synthetic": load_data(DataConfig(dataset="synthetic", n_samples=200_000, n_features=64,
+                                          n_classes=10), folder),
     }
     print(f"device {device}, torch threads {torch.get_num_threads()}, {args.rounds} rounds")
     print(f"{'data':10} {'batch':>5} {'built-in samples/s':>19} {'tutorial samples/s':>19} "

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # Lazy, so `hpo --help` and plain imports of hpo stay free of optuna and torch.
     if name == "report_cost":
-        from hpo.recorder import report_cost
+        from hpo.store.recorder import report_cost
 
         return report_cost
     if name in ("run", "load"):

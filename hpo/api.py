@@ -27,7 +27,7 @@ def run(path: str | Path, **overrides: Any) -> optuna.Study:
     `hpo.run("study.yaml", n_trials=20, sampler={"type": "random", "seed": 1})`.
     Stopped by Ctrl-C, it returns the study as it stands (every finished trial kept).
     """
-    from hpo import runner
+    from hpo.worker import runner
 
     options = {k: overrides.pop(k) for k in RUN_OPTIONS if k in overrides}
     workers = options.pop("workers", 1)
@@ -42,7 +42,7 @@ def run(path: str | Path, **overrides: Any) -> optuna.Study:
         results = run_staged(spec, run_options, workers)
         result = results[-1].result if results else None
     elif workers > 1:
-        from hpo.workers import run_local_workers
+        from hpo.worker.workers import run_local_workers
 
         result = run_local_workers(spec, run_options, workers)
     else:
@@ -57,7 +57,7 @@ def load(path: str | Path, storage: str | None = None, study: str | None = None
     """The existing study of the study file at `path` (of a staged file, its latest stage
     started, unless `study` names one)."""
     from hpo.spec import load_spec
-    from hpo.wisdom.stages import existing_study
+    from hpo.store.existing import existing_study
 
     return existing_study(load_spec(path), storage, study)[0]
 

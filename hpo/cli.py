@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Any
 
 import click
 
-from hpo import jsonout
 from hpo.errors import HpoError
+from hpo.report import jsonout
 
 
 class _Cli(click.Group):
@@ -109,8 +108,9 @@ def run(
 
     Example: hpo run studies/quickstart.yaml --n-trials 20 --workers 2
     """
-    from hpo import report, runner
+    from hpo.report.summary import format_summary, ran_line
     from hpo.spec import load_spec
+    from hpo.worker import runner
 
     spec = load_spec(spec_file)
     _quiet_optuna(ctx.obj["debug"])
@@ -121,7 +121,7 @@ def run(
         _run_staged(ctx, spec, spec_file, options, workers)
         return
     if workers > 1:
-        from hpo.workers import run_local_workers
+        from hpo.worker.workers import run_local_workers
 
         result = run_local_workers(spec, options, workers, ctx.obj["debug"])
     else:
@@ -131,15 +131,15 @@ def run(
     if result.stopped_by is not None:
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
     if result.summary is not None:
-        click.echo(report.format_summary(result.summary))
+        click.echo(format_summary(result.summary))
     by = f" with {workers} workers" if workers > 1 else ""
-    click.echo(report.ran_line(result.outcomes, by, result.seconds, result.storage_url))
+    click.echo(ran_line(result.outcomes, by, result.seconds, result.storage_url))
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(result.exit_code)
 
 
 def _chosen_workers(spec: Any, n_trials: int | None) -> int:
-    from hpo.workers import default_workers
+    from hpo.worker.workers import default_workers
 
     workers = default_workers(spec, n_trials)
     if workers > 1:
@@ -150,14 +150,14 @@ def _chosen_workers(spec: Any, n_trials: int | None) -> int:
 
 def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,
                 workers: int) -> None:
-    from hpo import report
+    from hpo.report.summary import format_summary, ran_line
     from hpo.wisdom.stages import run_staged
 
     results = run_staged(spec, options, workers, ctx.obj["debug"])
     for staged in results:
         click.echo(f"Stage {staged.stage} (study {staged.spec.name}):")
         if staged.result.summary is not None:
-            click.echo(report.format_summary(staged.result.summary))
+            click.echo(format_summary(staged.result.summary))
     last = results[-1].result if results else None
     if last is not None and last.stopped_by is not None:
         click.echo(f"Stopped by {last.stopped_by.name}; the next `hpo run` resumes.", err=True)
@@ -166,7 +166,7 @@ def _run_staged(ctx: click.Context, spec: Any, spec_file: Path, options: Any,
     for staged in results:
         outcomes.update(staged.result.outcomes)
     where = last.storage_url if last is not None else "nowhere (nothing ran)"
-    click.echo(report.ran_line(outcomes, f" in {len(results)} stages", seconds, where))
+    click.echo(ran_line(outcomes, f" in {len(results)} stages", seconds, where))
     click.echo(f"See it: hpo status {spec_file}  |  hpo dashboard {spec_file}")
     ctx.exit(last.exit_code if last is not None else 0)
 
@@ -182,9 +182,9 @@ def validate(spec_file: Path) -> None:
     """
     import yaml
 
-    from hpo.objective import check_objective
     from hpo.spec import load_spec
-    from hpo.storage import mask_url
+    from hpo.store.storage import mask_url
+    from hpo.worker.objective import check_objective
 
     spec = load_spec(spec_file)
     check_objective(spec)
@@ -208,7 +208,7 @@ def _spec_of(spec_file: Path | None, storage: str | None, study_name: str | None
 
 def _open_study(spec: Any, storage: str | None, study_name: str | None) -> Any:
     """The existing study (of a staged file: its latest stage started, unless named)."""
-    from hpo.wisdom.stages import existing_study
+    from hpo.store.existing import existing_study
 
     study, stage = existing_study(spec, storage, study_name)
     if stage is not None:
@@ -241,33 +241,33 @@ def status(spec_file: Path | None, storage: str | None, study_name: str | None, 
 
     Example: hpo status studies/quickstart.yaml --top 10
     """
-    from hpo import report
-    from hpo.wisdom.edges import limits_for
+    from hpo.report.edges import limits_for
+    from hpo.report.summary import format_summary, format_table, summarize
 
     spec = _spec_of(spec_file, storage, study_name)
     if spec is not None and spec.stages is not None and study_name is None:
         _staged_status(spec, storage, top, as_json)
         return
     study = _open_study(spec, storage, study_name)
-    summary = report.summarize(study, top=top, limits=limits_for(spec, study))
+    summary = summarize(study, top=top, limits=limits_for(spec, study))
     if as_json:
         click.echo(jsonout.dumps(summary))
         return
-    click.echo(report.format_summary(summary))
-    table = report.format_table(summary)
+    click.echo(format_summary(summary))
+    table = format_table(summary)
     if table:
         click.echo("\n" + table)
 
 
 def _staged_status(spec: Any, storage: str | None, top: int, as_json: bool) -> None:
     """Every stage of a staged study: its study's summary, or that it has not started."""
-    from hpo import report
-    from hpo.wisdom.edges import limits_for
-    from hpo.wisdom.stages import stage_studies
+    from hpo.report.edges import limits_for
+    from hpo.report.summary import format_summary, format_table, summarize
+    from hpo.store.existing import stage_studies
 
     stages = []
     for stage, study in stage_studies(spec, storage):
-        summary = (report.summarize(study, top=top, limits=limits_for(spec, study))
+        summary = (summarize(study, top=top, limits=limits_for(spec, study))
                    if study is not None else None)
         stages.append({"stage": stage.name, "n_trials": stage.n_trials,
                        "started": study is not None, **(summary or {})})
@@ -280,8 +280,8 @@ def _staged_status(spec: Any, storage: str | None, top: int, as_json: bool) -> N
         if not stage["started"]:
             click.echo(f"{title}: not started\n")
             continue
-        click.echo(f"{title}:\n" + report.format_summary(stage))
-        table = report.format_table(stage)
+        click.echo(f"{title}:\n" + format_summary(stage))
+        table = format_table(stage)
         click.echo(("\n" + table if table else "") + "\n")
 
 
@@ -297,11 +297,11 @@ def export(spec_file: Path | None, storage: str | None, study_name: str | None, 
 
     Example: hpo export studies/quickstart.yaml --format csv --out trials.csv
     """
-    from hpo import report
+    from hpo.report.export import to_csv, to_json, trial_records
 
     spec = _spec_of(spec_file, storage, study_name)
-    records = report.trial_records(_open_study(spec, storage, study_name))
-    text = report.to_csv(records) if fmt == "csv" else report.to_json(records)
+    records = trial_records(_open_study(spec, storage, study_name))
+    text = to_csv(records) if fmt == "csv" else to_json(records)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -324,8 +324,9 @@ def dashboard(spec_file: Path | None, storage: str | None, study_name: str | Non
 
     Example: hpo dashboard studies/quickstart.yaml --port 8080
     """
-    from hpo import dashboard as board
-    from hpo.storage import mask_url, no_such_study, open_existing_storage
+    from hpo.report import dashboard as board
+    from hpo.store.existing import no_such_study
+    from hpo.store.storage import mask_url, open_existing_storage
 
     board.check_binding(host, readonly, allow_remote_writes)
     spec = _spec_of(spec_file, storage, study_name, whole_storage=True)
@@ -336,9 +337,9 @@ def dashboard(spec_file: Path | None, storage: str | None, study_name: str | Non
     if name is not None:
         try:
             page = f"dashboard/studies/{opened.get_study_id_from_name(name)}"
-        except KeyError:
+        except KeyError as e:
             if study_name is not None:  # asked for by name: it must be there
-                raise no_such_study(opened, url, name) from None
+                raise no_such_study(opened, url, name) from e
     app = board.make_app(opened, readonly)
     mode = " (read-only)" if readonly else ""
 
@@ -350,7 +351,7 @@ def dashboard(spec_file: Path | None, storage: str | None, study_name: str | Non
     try:
         board.serve(app, host, port, announce)
     except OSError as e:
-        raise HpoError(f"cannot serve on {host}:{port}: {e.strerror}") from None
+        raise HpoError(f"cannot serve on {host}:{port}: {e.strerror}") from e
     except KeyboardInterrupt:
         pass
 
@@ -371,8 +372,8 @@ def report_command(spec_file: Path | None, storage: str | None, study_name: str 
 
     Example: hpo report studies/quickstart.yaml --out report.html --top 20
     """
-    from hpo.html_report import write_report
-    from hpo.wisdom.edges import limits_for
+    from hpo.report.edges import limits_for
+    from hpo.report.html_report import write_report
 
     if fmt == "png":
         click.echo("hpo: --format png is now --png (the HTML is always written)", err=True)
@@ -478,9 +479,10 @@ def refine(spec_file: Path, out: Path | None, name: str | None, storage: str | N
 
     import yaml
 
-    from hpo.carry import carriable
     from hpo.spec import load_spec, parse_spec
-    from hpo.storage import STORAGE_ENV, load_existing_study
+    from hpo.store.carry import carriable
+    from hpo.store.existing import load_existing_study
+    from hpo.store.storage import STORAGE_ENV
     from hpo.wisdom import refine as refiner
 
     spec = load_spec(spec_file)
@@ -530,7 +532,7 @@ def init(path: Path, objective: str | None, force: bool) -> None:
     Example: hpo init my-study.yaml --objective train.py:objective
     """
     from hpo.spec import load_spec
-    from hpo.starter import write_starter
+    from hpo.spec.starter import write_starter
 
     written = write_starter(path, objective, force)
     spec = load_spec(path)  # what init writes must validate
@@ -551,8 +553,8 @@ def list_command(spec_file: Path | None, storage: str | None, as_json: bool) -> 
 
     Example: hpo list studies/quickstart.yaml   or   hpo list --storage sqlite:///hpo.db
     """
-    from hpo import catalog
-    from hpo.storage import dispose, open_existing_storage
+    from hpo.report import catalog
+    from hpo.store.storage import dispose, open_existing_storage
 
     spec = _spec_of(spec_file, storage, None, whole_storage=True)
     opened, _ = open_existing_storage(spec, storage)
@@ -575,20 +577,20 @@ def best(spec_file: Path | None, storage: str | None, study_name: str | None, fm
     """
     import yaml
 
-    from hpo import report
+    from hpo.report.trials import metric_name, ranked
 
     spec = _spec_of(spec_file, storage, study_name)
     study = _open_study(spec, storage, study_name)
-    ranked = report.ranked(study, study.get_trials(deepcopy=False))
-    if not ranked:
+    best_first = ranked(study, study.get_trials(deepcopy=False))
+    if not best_first:
         raise HpoError(f"study {study.study_name!r} has no completed trial yet; `hpo status` "
                        "shows its trials")
-    trial = ranked[0]
+    trial = best_first[0]
     if fmt == "json":
         click.echo(jsonout.dumps({"number": trial.number, "value": trial.value,
                                   "params": trial.params}))
         return
-    click.echo(f"# best {report.metric_name(study)} {trial.value:.6g}: trial {trial.number} "
+    click.echo(f"# best {metric_name(study)} {trial.value:.6g}: trial {trial.number} "
                f"of study {study.study_name}")
     click.echo(yaml.safe_dump(trial.params, sort_keys=False), nl=False)
 
@@ -608,9 +610,9 @@ def enqueue_command(spec_file: Path, values: tuple[str, ...], from_file: Path | 
 
     Example: hpo enqueue studies/quickstart.yaml lr=0.003 optimizer=adam
     """
-    from hpo import enqueue as queue
     from hpo.spec import load_spec, parse_assignments
-    from hpo.storage import mask_url
+    from hpo.store.storage import mask_url
+    from hpo.worker import enqueue as queue
 
     spec = load_spec(spec_file)
     if spec.stages is not None:
@@ -646,19 +648,21 @@ def delete(spec_file: Path | None, storage: str | None, study_name: str | None,
 
     Example: hpo delete studies/quickstart.yaml
     """
-    from hpo import catalog, report
-    from hpo.storage import mask_url, resolve_storage_url
+    from hpo.report import catalog
+    from hpo.report.summary import format_counts
+    from hpo.report.trials import state_counts
+    from hpo.store.storage import mask_url, resolve_storage_url
 
     spec = _spec_of(spec_file, storage, study_name)
     if spec is not None and spec.stages is not None and study_name is None:
-        from hpo.wisdom.stages import started_stage_studies
+        from hpo.store.existing import started_stage_studies
 
         studies = [study for _, study in started_stage_studies(spec, storage)]
     else:
         studies = [_open_study(spec, storage, study_name)]
     where = mask_url(resolve_storage_url(spec, storage) if spec is not None else storage)
     for study in studies:
-        counts = report.format_counts(report.state_counts(study.get_trials(deepcopy=False)))
+        counts = format_counts(state_counts(study.get_trials(deepcopy=False)))
         click.echo(f"Study {study.study_name!r} in {where}: {counts}")
     if not yes:
         which = "these studies and their" if len(studies) > 1 else "this study and its"
@@ -668,12 +672,8 @@ def delete(spec_file: Path | None, storage: str | None, study_name: str | None,
 
 
 def entry() -> None:
-    """The `hpo` command: click's `main`, then, once torch is loaded, a quick exit.
-
-    Tearing down an interpreter that imported torch takes seconds (1.7 s on 2 cores) after
-    all the work is done, while the user waits. So flush the output, run the atexit handlers
-    (logging's, multiprocessing's, a user objective's), and leave without that teardown.
-    """
+    """The `hpo` command: click's `main`, then, once torch is loaded, a quick exit
+    (`hpo.quick_exit`: an interpreter that imported torch takes seconds to tear down)."""
     try:
         main()
         code: Any = 0
@@ -684,12 +684,6 @@ def entry() -> None:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)  # sys.exit("message") prints it and exits 1
         code = 1
-    import atexit
+    from hpo.quick_exit import quick_exit
 
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except OSError:  # a reader that went away (`hpo run ... | head`)
-            pass
-    os._exit(code or 0)
+    quick_exit(code or 0)

@@ -12,16 +12,10 @@ import pytest
 
 import hpo
 from hpo.errors import HpoError
-from tests.conftest import write_study
+from tests.conftest import study_yaml, write_study
 
-QUAD = """
-name: quad
-n_trials: 3
-sampler: {type: tpe, seed: 0}
-objective: {callable: "objective.py:objective"}
-search_space:
-  x: {type: float, low: -10.0, high: 10.0}
-"""
+QUAD = study_yaml(n_trials=3, sampler="{type: tpe, seed: 0}",
+                  space="x: {type: float, low: -10.0, high: 10.0}")
 
 
 def test_import_hpo_loads_neither_torch_nor_optuna_until_called(tmp_path):

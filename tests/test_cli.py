@@ -3,30 +3,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from hpo.cli import main
-from tests.conftest import cli, load, write_study
+from tests.conftest import HPO, cli, load, study_yaml, wait_until, write_study
 
-STUDY = """
-name: quad
-n_trials: {n}
-sampler: {{type: random, seed: 0}}
-objective: {{callable: "objective.py:{function}"}}
-search_space:
-  x: {{type: float, low: -5.0, high: 5.0}}
-"""
-
-HPO = shutil.which("hpo") or os.path.join(os.path.dirname(sys.executable), "hpo")
+STUDY = partial(study_yaml, sampler="{type: random, seed: 0}")
 
 
 @pytest.mark.parametrize("command", sorted(main.commands))
@@ -44,7 +33,7 @@ def test_top_level_help():
 
 
 def test_status_text_and_json(tmp_path):
-    path = write_study(tmp_path, STUDY.format(n=6, function="reporting"))
+    path = write_study(tmp_path, STUDY(n_trials=6, function="reporting"))
     cli("run", path, "-q")
     study = load(path)
     result = cli("status", path, "--top", "3")
@@ -64,7 +53,7 @@ def test_status_text_and_json(tmp_path):
 
 
 def test_status_by_storage_and_study_name(tmp_path):
-    path = write_study(tmp_path, STUDY.format(n=2, function="objective"))
+    path = write_study(tmp_path, STUDY(n_trials=2, function="objective"))
     cli("run", path, "-q")
     url = f"sqlite:///{tmp_path}/quad.db"
     assert "2 complete" in cli("status", "--storage", url, "--study", "quad").output
@@ -75,7 +64,7 @@ def test_status_by_storage_and_study_name(tmp_path):
 
 
 def test_export_csv_and_json(tmp_path):
-    path = write_study(tmp_path, STUDY.format(n=4, function="reporting"))
+    path = write_study(tmp_path, STUDY(n_trials=4, function="reporting"))
     cli("run", path, "-q")
     study = load(path)
     rows = list(csv.DictReader(io.StringIO(cli("export", path, "--format", "csv").output)))
@@ -97,7 +86,7 @@ def test_export_csv_and_json(tmp_path):
 
 
 def test_installed_command_runs_a_study(tmp_path):
-    path = write_study(tmp_path, STUDY.format(n=3, function="objective"))
+    path = write_study(tmp_path, STUDY(n_trials=3, function="objective"))
     done = subprocess.run([HPO, "run", str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Study 'quad': 3 complete" in done.stdout
@@ -110,7 +99,7 @@ def test_installed_command_runs_a_study(tmp_path):
 
 def test_help_and_user_objective_run_do_not_import_torch_or_sklearn(tmp_path):
     # sklearn would come with `import optuna_dashboard`, for the note a run writes at the end.
-    path = write_study(tmp_path, STUDY.format(n=1, function="objective"))
+    path = write_study(tmp_path, STUDY(n_trials=1, function="objective"))
     probe = (
         "import sys\n"
         "from hpo.cli import main\n"
@@ -150,14 +139,13 @@ def _finished(db_url):
     return len(study.get_trials(states=(TrialState.COMPLETE,)))
 
 
+@pytest.mark.slow
 def test_sigint_fails_running_trial_cleanly_and_next_run_resumes(tmp_path):
-    path = write_study(tmp_path, STUDY.format(n=8, function="objective"), objective=SLOW)
+    path = write_study(tmp_path, STUDY(n_trials=8, function="objective"), objective=SLOW)
     db_url = f"sqlite:///{tmp_path}/quad.db"
     worker = subprocess.Popen([HPO, "run", str(path), "-q"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while _finished(db_url) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: _finished(db_url) >= 2, 60, "two completed trials")
     worker.send_signal(signal.SIGINT)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 130, err
@@ -180,7 +168,7 @@ def test_sigint_fails_running_trial_cleanly_and_next_run_resumes(tmp_path):
 
 
 def test_local_workers_launcher_does_not_import_torch():
-    probe = "import sys, hpo.workers; print('torch' in sys.modules)"
+    probe = "import sys, hpo.worker.workers; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.strip() == "False", done.stderr

@@ -9,31 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import uuid
+from functools import partial
 
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tests.conftest import cli, server_url, write_study
+from tests.conftest import HPO, cli, server_url, study_yaml, write_study
 
-HPO = shutil.which("hpo") or os.path.join(os.path.dirname(sys.executable), "hpo")
-
-QUAD = """
-name: quad
-n_trials: {n}
-sampler: {{type: tpe, seed: 0}}
-objective: {{callable: "objective.py:objective"}}
-search_space:
-  x: {{type: float, low: -10.0, high: 10.0}}
-  kind: {{type: categorical, choices: [a, b]}}
-  k: {{type: int, low: 1, high: 9, step: 2}}
-  depth: {{type: int, low: 1, high: 3, when: {{kind: [b]}}}}
-"""
+QUAD = partial(study_yaml, sampler="{type: tpe, seed: 0}", space="""
+    x: {type: float, low: -10.0, high: 10.0}
+    kind: {type: categorical, choices: [a, b]}
+    k: {type: int, low: 1, high: 9, step: 2}
+    depth: {type: int, low: 1, high: 3, when: {kind: [b]}}
+""")
 
 
 def hpo(*args, input=None, env=None, cwd=None):
@@ -43,7 +35,7 @@ def hpo(*args, input=None, env=None, cwd=None):
 
 
 def quad_study(tmp_path, n=6, run=True):
-    path = write_study(tmp_path, QUAD.format(n=n))
+    path = write_study(tmp_path, QUAD(n_trials=n))
     if run:  # in-process, to save a process start: the setup, not what a test is about
         done = cli("run", path, "-q")
         assert done.exit_code == 0, done.output
@@ -105,8 +97,7 @@ def test_init_keeps_an_existing_objective_and_refuses_to_overwrite(tmp_path):
 
 def test_list_shows_each_study_with_counts_best_and_activity(tmp_path):
     path = quad_study(tmp_path, n=5)
-    other = write_study(tmp_path, QUAD.format(n=3).replace("name: quad", "name: other"),
-                        name="other.yaml")
+    other = write_study(tmp_path, QUAD("other", n_trials=3), name="other.yaml")
     other.write_text(other.read_text() + "storage: sqlite:///quad.db\n")
     assert hpo("run", other, "-q").returncode == 0
     listed = hpo("list", path, "--json")
@@ -134,7 +125,7 @@ def test_list_refuses_a_missing_sqlite_file_without_creating_it(tmp_path):
 def test_list_and_delete_on_postgresql(tmp_path):
     url = server_url("postgresql")
     name = f"listed-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, QUAD.format(n=3).replace("name: quad", f"name: {name}"))
+    path = write_study(tmp_path, QUAD(name, n_trials=3))
     assert hpo("run", path, "-q", "--storage", url).returncode == 0
     rows = json.loads(hpo("list", "--storage", url, "--json").stdout)["studies"]
     assert [r["counts"]["COMPLETE"] for r in rows if r["study"] == name] == [3]
@@ -159,8 +150,7 @@ def test_best_prints_yaml_to_paste_and_json(tmp_path):
 
 
 def test_best_without_a_completed_trial_is_one_line(tmp_path):
-    path = write_study(tmp_path, QUAD.format(n=2).replace("objective.py:objective",
-                                                          "objective.py:failing"))
+    path = write_study(tmp_path, QUAD(n_trials=2, function="failing"))
     hpo("run", path, "-q")
     result = hpo("best", path)
     assert result.returncode == 1
@@ -189,7 +179,7 @@ def test_best_of_one_study_enqueued_into_another_with_from(tmp_path):
     path = quad_study(tmp_path, n=5)
     best_file = tmp_path / "best.yaml"
     best_file.write_text(hpo("best", path).stdout)
-    other = write_study(tmp_path / "next", QUAD.format(n=1).replace("name: quad", "name: next"))
+    other = write_study(tmp_path / "next", QUAD("next", n_trials=1))
     queued = hpo("enqueue", other, "--from", best_file)
     assert queued.returncode == 0, queued.stderr
     assert hpo("run", other, "-q").returncode == 0
@@ -223,7 +213,7 @@ def test_enqueue_refuses_values_outside_the_space_and_changes_nothing(tmp_path, 
 def test_enqueue_on_postgresql_is_claimed_by_the_next_worker(tmp_path):
     url = server_url("postgresql")
     name = f"queued-{uuid.uuid4().hex[:8]}"
-    path = write_study(tmp_path, QUAD.format(n=2).replace("name: quad", f"name: {name}"))
+    path = write_study(tmp_path, QUAD(name, n_trials=2))
     env = {"HPO_STORAGE": url}
     assert hpo("enqueue", path, "x=-3.25", "kind=a", env=env).returncode == 0
     assert hpo("run", path, "-q", env=env).returncode == 0

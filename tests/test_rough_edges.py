@@ -8,17 +8,15 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
+from functools import partial
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import load, write_study
-from tests.test_commands import HPO, hpo
-from tests.test_dashboard import dashboard, request
-
-ROOT = Path(__file__).parent.parent
+from tests.conftest import HPO, load, study_yaml, write_study
+from tests.report.test_dashboard import dashboard, request
+from tests.test_commands import hpo
 
 NAN_OBJECTIVE = '''
 import math
@@ -30,15 +28,8 @@ def objective(trial):
     return trial.params["x"] ** 2
 '''
 
-QUAD = """
-name: quad
-n_trials: {n}
-sampler: {{type: random, seed: 0}}
-pruner: {{divergence: false}}
-objective: {{callable: "objective.py:{function}"}}
-search_space:
-  x: {{type: float, low: -10.0, high: 10.0}}
-"""
+QUAD = partial(study_yaml, sampler="{type: random, seed: 0}", extra="pruner: {divergence: false}",
+               space="x: {type: float, low: -10.0, high: 10.0}")
 
 
 def strict_json(text):
@@ -49,7 +40,7 @@ def strict_json(text):
 
 
 def test_json_outputs_are_strict_with_nan_and_infinity_as_null(tmp_path):
-    path = write_study(tmp_path, QUAD.format(n=2, function="objective"), objective=NAN_OBJECTIVE)
+    path = write_study(tmp_path, QUAD(n_trials=2), objective=NAN_OBJECTIVE)
     assert hpo("run", path, "-q").returncode == 0
     exported = strict_json(hpo("export", path, "--format", "json").stdout)
     assert exported[0]["user_attrs"]["curve"] == [1.0, None, None]
@@ -63,7 +54,7 @@ def test_json_outputs_are_strict_with_nan_and_infinity_as_null(tmp_path):
 
 
 def test_validate_imports_the_objective_as_run_would(tmp_path):
-    path = write_study(tmp_path, QUAD.format(n=2, function="objectve"))
+    path = write_study(tmp_path, QUAD(n_trials=2, function="objectve"))
     result = hpo("validate", path)
     assert result.returncode == 1
     assert result.stderr.strip() == (f"Error: {path}: objective.callable: 'objective.py' has no "
@@ -76,7 +67,7 @@ def test_validate_imports_the_objective_as_run_would(tmp_path):
 
 
 def test_trainer_sections_beside_a_callable_are_refused(tmp_path):
-    path = write_study(tmp_path, QUAD.format(n=2, function="objective").replace(
+    path = write_study(tmp_path, QUAD(n_trials=2).replace(
         'objective: {callable: "objective.py:objective"}',
         'objective: {callable: "objective.py:objective", train: {epochs: 5}}'))
     result = hpo("run", path, "-q")
@@ -126,7 +117,7 @@ def test_whole_study_checks_list_every_problem(tmp_path):
 
 
 def test_dashboard_opens_the_named_study_and_refuses_what_is_not_there(tmp_path):
-    path = write_study(tmp_path, QUAD.format(n=2, function="objective"))
+    path = write_study(tmp_path, QUAD(n_trials=2))
     assert hpo("run", path, "-q").returncode == 0
     storage = f"sqlite:///{tmp_path / 'quad.db'}"
     server = subprocess.Popen([HPO, "dashboard", "--storage", storage, "--study", "quad",
@@ -154,7 +145,7 @@ def test_dashboard_opens_the_named_study_and_refuses_what_is_not_there(tmp_path)
 
 
 def test_report_takes_top_like_status(tmp_path):
-    path = write_study(tmp_path, QUAD.format(n=5, function="objective"))
+    path = write_study(tmp_path, QUAD(n_trials=5))
     assert hpo("run", path, "-q").returncode == 0
     out = tmp_path / "r.html"
     assert hpo("report", path, "--out", out, "--top", "2").returncode == 0
@@ -168,7 +159,7 @@ def test_ran_n_trials_counts_this_commands_trials_by_state_for_one_and_many_work
                  "    if trial.number % 3 == 2:\n"
                  "        raise RuntimeError('every third fails')\n"
                  "    return trial.params['x'] ** 2\n")
-    path = write_study(tmp_path, QUAD.format(n=4, function="objective"), objective=objective)
+    path = write_study(tmp_path, QUAD(n_trials=4), objective=objective)
     one = hpo("run", path, "-q")
     assert one.returncode == 0, one.stderr
     states = [t.state for t in load(path).trials]
@@ -183,7 +174,7 @@ def test_ran_n_trials_counts_this_commands_trials_by_state_for_one_and_many_work
 
 
 def test_the_failure_limit_is_set_in_the_study_file(tmp_path):
-    body = QUAD.format(n=20, function="failing") + "max_failures_in_a_row: 2\n"
+    body = QUAD(n_trials=20, function="failing") + "max_failures_in_a_row: 2\n"
     path = write_study(tmp_path, body)
     result = hpo("run", path, "-q")
     assert result.returncode == 1
@@ -214,27 +205,6 @@ def test_torch_threads_follow_the_cpus_the_process_may_use(tmp_path):
     assert pinned.returncode == 0, pinned.stderr
     study = optuna.load_study(study_name="threads", storage=f"sqlite:///{tmp_path}/threads.db")
     assert study.trials[0].user_attrs["threads"] == 1
-
-
-def _dockerignored(path: str, patterns: list[str]) -> bool:
-    """Docker's rule: a path is left out when it, or a folder above it, matches a pattern."""
-    parts = path.split("/")
-    for pattern in patterns:
-        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*")
-        if any(re.fullmatch(regex, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
-            return True
-    return False
-
-
-def test_dockerignore_keeps_local_databases_and_environments_out_of_the_image():
-    lines = (ROOT / ".dockerignore").read_text().splitlines()
-    patterns = [line for line in lines if line and not line.startswith("#")]
-    for left_out in ("studies/quickstart.db", "studies/quickstart.db-wal",
-                     "studies/quickstart.db-shm", "studies/quickstart.hpo-lock",
-                     "hpo/__pycache__/cli.cpython-311.pyc", ".venv/bin/python", ".git/HEAD"):
-        assert _dockerignored(left_out, patterns), left_out
-    for kept in ("studies/quickstart.yaml", "hpo/cli.py", "pyproject.toml", "README.md"):
-        assert not _dockerignored(kept, patterns), kept
 
 
 def test_shell_completion_completes_commands_and_options():

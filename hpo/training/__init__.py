@@ -2,7 +2,8 @@
 training (several runs as one stacked model).
 
 Nothing here imports Optuna: the loop takes a config and a small reporter, so it runs and is
-tested on its own; `hpo.objective` adapts an Optuna trial to it.
+tested on its own; `hpo.worker.objective` adapts an Optuna trial to it. `config` holds the
+contracts, free of torch: the names, the config dataclasses and why a run stopped.
 """
 
 # How many local workers share this machine's cores (set by `hpo run --workers`); kept here,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hpo.errors import DataError
-from hpo.spec import DataSpec
+from hpo.training.config import DataConfig, DatasetName, NormalizationName
 
 
 @dataclass(frozen=True)
@@ -34,25 +35,27 @@ class Dataset:
 
 # The files scikit-learn ships for its small datasets: (file, rows to skip). Its loaders
 # parse them too, but importing sklearn.datasets costs 1.3 s of every worker's startup.
-SHIPPED = {"digits": ("digits.csv.gz", 0), "iris": ("iris.csv", 1),
-           "wine": ("wine_data.csv", 1), "breast_cancer": ("breast_cancer.csv", 1)}
+SHIPPED: dict[DatasetName, tuple[str, int]] = {
+    "digits": ("digits.csv.gz", 0), "iris": ("iris.csv", 1), "wine": ("wine_data.csv", 1),
+    "breast_cancer": ("breast_cancer.csv", 1),
+}
 
 
-def _builtin(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
-    if spec.dataset == "synthetic":
+def _builtin(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    if config.dataset == "synthetic":
         from sklearn.datasets import make_classification
 
-        informative = min(spec.n_features, max(2, math.ceil(math.log2(spec.n_classes)) + 1,
-                                               spec.n_features // 2))
+        informative = min(config.n_features, max(2, math.ceil(math.log2(config.n_classes)) + 1,
+                                                 config.n_features // 2))
         return make_classification(
-            n_samples=spec.n_samples, n_features=spec.n_features, n_informative=informative,
-            n_redundant=0, n_classes=spec.n_classes, n_clusters_per_class=1,
-            random_state=spec.seed,
+            n_samples=config.n_samples, n_features=config.n_features, n_informative=informative,
+            n_redundant=0, n_classes=config.n_classes, n_clusters_per_class=1,
+            random_state=config.seed,
         )
-    return shipped_dataset(spec.dataset)
+    return shipped_dataset(config.dataset)
 
 
-def shipped_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
+def shipped_dataset(name: DatasetName) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of one of scikit-learn's small datasets, read from its file without importing
     sklearn; through its loader if a release moved the file."""
     import importlib.util
@@ -191,7 +194,9 @@ def stratified_split(y: np.ndarray, classes: np.ndarray, val_fraction: float, se
     return rng.permutation(grouped[~to_val]), rng.permutation(grouped[to_val])
 
 
-NORMALIZERS = {
+Normalizer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+NORMALIZERS: dict[NormalizationName, Normalizer] = {
     # name -> (shift, scale) computed from the training split only
     "standard": lambda x: (x.mean(0), _nonzero(x.std(0))),
     "center": lambda x: (x.mean(0), np.ones(x.shape[1])),
@@ -205,34 +210,35 @@ def _nonzero(scale: np.ndarray) -> np.ndarray:
     return np.where(scale > 0, scale, 1.0)
 
 
-def normalization(x_train: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+def normalization(x_train: np.ndarray, method: NormalizationName) -> tuple[np.ndarray, np.ndarray]:
     """(shift, scale) so that (x - shift) / scale normalizes; minmax maps to [-1, 1]."""
     return NORMALIZERS[method](x_train)
 
 
-def load_data(spec: DataSpec, base: Path, where: str = "objective.data") -> Dataset:
-    """Read, check, split (stratified, seeded) and normalize the data a spec names."""
-    if spec.dataset:
-        x, y_raw = _builtin(spec)
+def load_data(config: DataConfig, base: Path, where: str = "objective.data") -> Dataset:
+    """Read, check, split (stratified, seeded) and normalize the data `config` names; a file's
+    path is relative to `base`, and `where` starts each error's message."""
+    if config.dataset:
+        x, y_raw = _builtin(config)
         classes, y = np.unique(y_raw, return_inverse=True)
     else:
-        path = base / spec.path
+        path = base / config.path
         if not path.is_file():
             raise DataError(f"{where}.path: no such file {str(path)!r} (paths are relative "
                             "to the study file)")
         if path.suffix == ".csv":
-            x, y, classes = _read_csv(path, spec.label, f"{where}.path")
+            x, y, classes = _read_csv(path, config.label, f"{where}.path")
         else:
             x, y_raw = _read_npz(path, f"{where}.path")
             classes, y = np.unique(y_raw, return_inverse=True)
     _check(x, classes, where)
-    train, val = stratified_split(y, classes, spec.val_fraction, spec.seed, where)
+    train, val = stratified_split(y, classes, config.val_fraction, config.seed, where)
     # One gather into one float32 array, normalized in place: a million-row file would
     # otherwise be copied four times over.
     rows = np.take(np.asarray(x, dtype=np.float32), np.concatenate([train, val]), axis=0)
     del x
     x_train, x_val = rows[:len(train)], rows[len(train):]
-    shift, scale = normalization(x_train, spec.normalize)
+    shift, scale = normalization(x_train, config.normalize)
     rows -= shift
     rows /= scale
     return Dataset(x_train=x_train, y_train=y[train], x_val=x_val, y_val=y[val],

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from hpo.training.config import InitializerName
+
 logger = logging.getLogger("hpo")
 
 
@@ -31,7 +33,7 @@ def _uniform(variance: Callable[[int, int], float]) -> Callable[[torch.Tensor], 
     return init
 
 
-INITIALIZERS: dict[str, Callable[[torch.Tensor], None]] = {
+INITIALIZERS: dict[InitializerName, Callable[[torch.Tensor], None]] = {
     "zeros": nn.init.zeros_,
     "normal": _normal(lambda fan_in, fan_out: 1.0),                  # N(0, 1)
     "small_normal": _normal(lambda fan_in, fan_out: 0.01),           # N(0, 0.01^2)
@@ -45,7 +47,7 @@ INITIALIZERS: dict[str, Callable[[torch.Tensor], None]] = {
 }
 
 
-def initialize(model: nn.Module, name: str) -> None:
+def initialize(model: nn.Module, name: InitializerName) -> None:
     """Initialize every linear layer's weights by `name`; biases start at zero."""
     if name == "zeros":
         logger.warning("initializer zeros: every unit of a layer gets the same gradient, so "

@@ -6,55 +6,24 @@ import functools
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from hpo.divergence import training_monitor
 from hpo.training import LOCAL_WORKERS_ENV
+from hpo.training.config import METRIC_DIRECTIONS, MetricName, Stop, TrainConfig
 from hpo.training.data import Dataset
+from hpo.training.divergence import training_monitor
 from hpo.training.init import initialize
 from hpo.training.model import MLP
-from hpo.training.packed_optim import Rows, clip_rows, lr_after, momentum_of, rule_of
+from hpo.training.packed_optim import Rows, clip_rows, momentum_of, rule_of
 
 # On a GPU, reading the loss syncs the device: the per-step losses are kept on it and read
 # together every few steps, then fed to the divergence rule one by one, as on the CPU.
 CUDA_CHECK_EVERY = 16
 EVAL_BATCH = 8192
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every hyperparameter of one training run, resolved from the spec and a trial."""
-
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float = 0.0
-    initializer: str = "he_normal"
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float | None = None
-    weight_decay: float = 0.0
-    lr_decay: float | None = None
-    lr_schedule: str = "exponential"
-    lr_step_epochs: int = 10
-    grad_clip: float | None = None
-    early_stop_patience: int | None = None
-    device: str = "auto"
-    threads: int | None = None
-    seed: int = 0
-    metric: str = "val_accuracy"
-    divergence_factor: float | None = 3.0
-
-    def lr_after(self, epochs_done: int) -> float:
-        """The learning rate after `epochs_done` epochs, by this config's schedule."""
-        return lr_after(epochs_done, self.lr, self.lr_schedule, self.lr_decay,
-                        self.lr_step_epochs, self.epochs)
 
 
 class Reporter(Protocol):
@@ -67,17 +36,23 @@ class Reporter(Protocol):
 
 @dataclass
 class TrainResult:
+    """How one training run went: its metrics by epoch, its best value, and why it stopped."""
+
     history: dict[str, list[float]]
     best_value: float | None
     epochs_run: int
-    stop_reason: str | None  # why training stopped before its last epoch, if it did
-    diverged: bool
+    stop: Stop  # why training ended: "done" when it ran every epoch
+    stop_reason: str | None  # the stop in words, when training stopped before its last epoch
     initial_loss: float  # the loss of the first batch, before the first update
     expected_initial_loss: float  # ln(C): softmax cross-entropy of an untrained model
     n_params: int
     device: str
     threads: int  # torch's intra-op threads on the CPU
     train_seconds: float
+
+    @property
+    def diverged(self) -> bool:
+        return self.stop == "diverged"
 
 
 def pick_device(name: str) -> torch.device:
@@ -205,8 +180,8 @@ class Progress:
         self.best_value: float | None = None
         self.best_val_loss, self.epochs_since_better = math.inf, 0
         self.initial_loss = math.nan
+        self.stop: Stop = "done"
         self.stop_reason: str | None = None
-        self.diverged = False
         self.steps = 0  # steps whose losses were recorded
 
     def record_losses(self, losses: list[float]) -> bool:
@@ -218,7 +193,7 @@ class Progress:
             reason = self.monitor.check(loss, self.steps) if self.monitor else None
             self.steps += 1
             if reason:
-                self.stop_reason, self.diverged = reason, True
+                self.stop, self.stop_reason = "diverged", reason
                 return True
         return False
 
@@ -229,11 +204,12 @@ class Progress:
             self.history[name].append(value)
         if _better(self.config.metric, metrics[self.config.metric], self.best_value):
             self.best_value = metrics[self.config.metric]
-        if self.diverged:
+        if self.stop == "diverged":
             return True
         if self.reporter is not None:
             self.reporter.report(epoch, metrics)
             if self.reporter.should_stop():
+                self.stop = "reporter"
                 self.stop_reason = f"stopped by the reporter after epoch {epoch}"
                 return True
         if metrics["val_loss"] < self.best_val_loss:
@@ -242,6 +218,7 @@ class Progress:
             self.epochs_since_better += 1
         patience = self.config.early_stop_patience
         if patience and self.epochs_since_better >= patience:
+            self.stop = "early"
             self.stop_reason = f"early stop: val_loss did not improve for {patience} epochs"
             return True
         return False
@@ -252,8 +229,8 @@ class Progress:
             history=self.history,
             best_value=self.best_value,
             epochs_run=len(self.history["train_loss"]),
+            stop=self.stop,
             stop_reason=self.stop_reason,
-            diverged=self.diverged,
             initial_loss=self.initial_loss,
             expected_initial_loss=math.log(n_classes),
             n_params=n_params,
@@ -263,12 +240,12 @@ class Progress:
         )
 
 
-def _better(metric: str, value: float, best: float | None) -> bool:
+def _better(metric: MetricName, value: float, best: float | None) -> bool:
     if math.isnan(value):
         return False
     if best is None:
         return True
-    return value > best if metric == "val_accuracy" else value < best
+    return value > best if METRIC_DIRECTIONS[metric] == "maximize" else value < best
 
 
 def on_device(data: Dataset, device: torch.device) -> tuple[torch.Tensor, ...]:

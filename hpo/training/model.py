@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+from hpo.training.config import ActivationName
+
+ACTIVATIONS: dict[ActivationName, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
@@ -18,7 +20,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 class MLP(nn.Module):
     def __init__(
-        self, n_in: int, hidden: list[int], n_out: int, activation: str = "relu",
+        self, n_in: int, hidden: list[int], n_out: int, activation: ActivationName = "relu",
         batch_norm: bool = False, dropout: float = 0.0,
     ) -> None:
         super().__init__()

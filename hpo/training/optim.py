@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from hpo.training.config import OptimizerName
+
 DEFAULT_MOMENTUM = 0.9
 
 Factory = Callable[[Iterable[torch.nn.Parameter], float, float | None, float],
@@ -44,7 +46,7 @@ def _make(optimizer_class: type[torch.optim.Optimizer], momentum_default: float 
     return make
 
 
-OPTIMIZERS: dict[str, Factory] = {
+OPTIMIZERS: dict[OptimizerName, Factory] = {
     "sgd": _make(torch.optim.SGD),
     "momentum": _make(torch.optim.SGD, DEFAULT_MOMENTUM),
     "nesterov": _make(torch.optim.SGD, DEFAULT_MOMENTUM, nesterov=True),
@@ -59,8 +61,8 @@ OPTIMIZERS: dict[str, Factory] = {
 
 
 def make_optimizer(
-    name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float | None = None,
-    weight_decay: float = 0.0,
+    name: OptimizerName, params: Iterable[torch.nn.Parameter], lr: float,
+    momentum: float | None = None, weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
     """The optimizer `name`; `momentum` None means 0.9 for momentum and nesterov, else none.
 

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +53,17 @@ def pack_key(config: TrainConfig) -> tuple:
     return (tuple(config.hidden), config.activation, config.batch_norm, config.batch_size)
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class Run:
-    """One run in a pack: its config, its reporter, and the caller's tag for it."""
+class Run(Generic[T]):
+    """One run in a pack: its config, its reporter, and the caller's trial it trains (an
+    Optuna trial to the worker; any label to other callers)."""
 
     config: TrainConfig
     reporter: Reporter | None
-    tag: Any
+    trial: T
     progress: Progress = field(init=False)
     result: TrainResult | None = None
     # Private to the pack: where the run is and what it holds between groups.

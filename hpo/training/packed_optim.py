@@ -9,12 +9,12 @@ members. `tests/training/test_packed_optim.py` checks each against torch's own o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from hpo.training.config import OptimizerName
 from hpo.training.optim import DEFAULT_MOMENTUM
 
 BETAS = (0.9, 0.999)
@@ -174,7 +174,7 @@ def radam(p: torch.Tensor, g: torch.Tensor, rows: Rows, state: State) -> None:
 
 
 # Each of `hpo.training.optim.OPTIMIZERS`, as (rule, default momentum, nesterov).
-RULES: dict[str, tuple[Rule, float | None, bool]] = {
+RULES: dict[OptimizerName, tuple[Rule, float | None, bool]] = {
     "sgd": (sgd, None, False),
     "momentum": (sgd, DEFAULT_MOMENTUM, False),
     "nesterov": (sgd, DEFAULT_MOMENTUM, True),
@@ -188,7 +188,7 @@ RULES: dict[str, tuple[Rule, float | None, bool]] = {
 }
 
 
-def momentum_of(name: str, momentum: float | None) -> float:
+def momentum_of(name: OptimizerName, momentum: float | None) -> float:
     """The momentum `make_optimizer(name, momentum=...)` would use (0 where it takes none)."""
     default = RULES[name][1]
     if name not in ("sgd", "momentum", "nesterov", "rmsprop"):
@@ -197,7 +197,7 @@ def momentum_of(name: str, momentum: float | None) -> float:
     return chosen or 0.0
 
 
-def rule_of(name: str, momentum: float) -> tuple[Rule, bool]:
+def rule_of(name: OptimizerName, momentum: float) -> tuple[Rule, bool]:
     """The update rule of optimizer `name`, and whether it is Nesterov's (momentum > 0)."""
     rule, _, nesterov = RULES[name]
     return rule, nesterov and momentum > 0
@@ -208,16 +208,3 @@ def clip_rows(grad: torch.Tensor, max_norm: torch.Tensor) -> None:
     `torch.nn.utils.clip_grad_norm_` does for one member's parameters."""
     norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
     grad.mul_((max_norm / (norms + 1e-6)).clamp_(max=1.0))
-
-
-def lr_after(epochs_done: int, lr: float, schedule: str, decay: float | None,
-             step_epochs: int, total_epochs: int) -> float:
-    """The learning rate after `epochs_done` epochs, as `hpo.training.loop`'s torch
-    scheduler for the same settings gives it."""
-    if schedule == "cosine":
-        return lr * (1 + math.cos(math.pi * epochs_done / total_epochs)) / 2
-    if schedule == "step":
-        return lr * (decay or 0.1) ** (epochs_done // step_epochs)
-    if decay is not None:
-        return lr * decay ** epochs_done
-    return lr

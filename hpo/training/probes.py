@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hpo.divergence import SMOOTHING, MovingAverage, training_monitor
 from hpo.training.data import Dataset
+from hpo.training.divergence import SMOOTHING, MovingAverage, training_monitor
 from hpo.training.loop import (
     FlatOptimizer,
     TrainConfig,

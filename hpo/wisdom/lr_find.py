@@ -231,7 +231,7 @@ def write_plot(found: LrFind, out: Path) -> None:
             figure.write_image(out)
         except Exception as e:  # plotly needs kaleido and a browser to render images
             raise HpoError(f"cannot write {out} ({str(e).splitlines()[0]}); install kaleido "
-                           "(pip install kaleido) or write an .html plot") from None
+                           "(pip install kaleido) or write an .html plot") from e
     elif out.suffix.lower() in (".html", ".htm"):
         figure.write_html(out, include_plotlyjs=True)
     else:

@@ -14,7 +14,7 @@ where the evidence says so and never takes a value away that the search could st
 - A categorical choice is dropped only when it had a fair count of finished trials and
   none among the top trials; otherwise it stays.
 - The next study starts with every finished trial that lies inside the new space, carried
-  over as evidence for its sampler (`hpo.carry`), so narrowing throws nothing away.
+  over as evidence for its sampler (`hpo.store.carry`), so narrowing throws nothing away.
 Every change carries the reason, for a YAML comment.
 """
 
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
+from hpo.report.edges import edge_warnings, limits_for
 from hpo.spec import MIN_TRIALS_TO_REFINE, CategoricalParam, FloatParam, IntParam
-from hpo.wisdom.edges import edge_warnings, limits_for
 
 if TYPE_CHECKING:
     import optuna
@@ -196,7 +196,7 @@ def _categorical(name: str, entry: CategoricalParam, top_values: list[Any],
 
 def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
     """The refined search space for the study's next stage, with a reason for each entry."""
-    from hpo.report import ranked
+    from hpo.report.trials import ranked
 
     trials = study.get_trials(deepcopy=False)
     complete = ranked(study, trials)
@@ -278,7 +278,7 @@ def refined_file(spec: StudySpec, refinement: Refinement, name: str, out: Path,
 
     import yaml
 
-    from hpo.storage import resolve_storage_url, sqlite_path
+    from hpo.store.storage import resolve_storage_url, sqlite_path
 
     data = yaml.safe_load(spec.source.read_text())
     data["name"] = name

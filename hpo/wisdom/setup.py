@@ -59,7 +59,7 @@ def trainer_setup(spec: StudySpec, overrides: dict[str, Any], command: str) -> T
             f"(objective: {{trainer: mlp}}); this study's objective is the callable "
             f"{spec.objective.callable!r}, which hpo cannot probe"
         )
-    from hpo.objective import load_trainer_data, trainer_config
+    from hpo.worker.objective import load_trainer_data, trainer_config
 
     _validate(spec, overrides)
     return TrainerSetup(trainer_config(spec, overrides), load_trainer_data(spec), overrides)
@@ -69,7 +69,7 @@ def _validate(spec: StudySpec, overrides: dict[str, Any]) -> None:
     """Each override checked as the study file's own value would be."""
     from pydantic import ValidationError
 
-    from hpo.objective import hidden_layers
+    from hpo.worker.objective import hidden_layers
 
     sections = {"model": spec.objective.model, "train": spec.objective.train}
     for name, value in overrides.items():
@@ -86,11 +86,11 @@ def _validate(spec: StudySpec, overrides: dict[str, Any]) -> None:
                         type(section).model_validate({**section.model_dump(), name: value})
         except ValidationError as e:
             message = e.errors()[0]["msg"].removeprefix("Value error, ")
-            raise HpoError(f"--param {name}={value!r}: {message}") from None
-        except ValueError:
+            raise HpoError(f"--param {name}={value!r}: {message}") from e
+        except ValueError as e:
             raise HpoError(f"--param {name}={value!r}: not a valid {name}; "
                            "give a positive whole number (hidden: 128, 128,64 or 128x3)"
-                           ) from None
+                           ) from e
 
 
 def describe(config: TrainConfig) -> str:

@@ -4,7 +4,7 @@ Stage k's study is `<name>-<stage name>` in the same storage. Its search space i
 from the study file and, past the first stage, from the stage before, as `hpo refine` does:
 entries searched there are refined from its top trials, entries searched before but not now
 are fixed at the best value so far. A stage that trains as the one before starts with that
-stage's finished trials inside its space, carried over (`hpo.carry`); one that trains
+stage's finished trials inside its space, carried over (`hpo.store.carry`); one that trains
 otherwise (more epochs, say) measures something else, so it starts from the best trial,
 enqueued. A stage starts once the one before has all its trials; every worker derives the
 same next stage from the same finished trials, and a worker that finds a stage's study
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from hpo.errors import HpoError, SpecError
-from hpo.spec import CategoricalParam, StudySpec, describe_error, fits
+from hpo.spec import CategoricalParam, StudySpec, describe_error, fits, stage_study_name
+from hpo.store.existing import load_study
 from hpo.wisdom.refine import (
     MIN_COMPLETE,
     Refinement,
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-    from hpo.runner import RunOptions, RunResult
     from hpo.spec import StageSpec
+    from hpo.worker.runner import RunOptions, RunResult
 
 
 logger = logging.getLogger("hpo")
@@ -49,10 +50,6 @@ class StageResult:
     stage: str
     spec: StudySpec
     result: RunResult
-
-
-def study_name(spec: StudySpec, stage: StageSpec) -> str:
-    return f"{spec.name}-{stage.name}"
 
 
 def _single(value: Any) -> dict[str, Any]:
@@ -93,7 +90,7 @@ def derived_space(spec: StudySpec, index: int, previous: StudySpec | None,
 def _refinement(previous: StudySpec, study: optuna.Study) -> Refinement:
     """The stage before, refined; carried over as it was when it has too few completed
     trials to read (its trials were pruned or failed), starting from its best if any."""
-    from hpo.report import ranked
+    from hpo.report.trials import ranked
 
     complete = ranked(study, study.get_trials(deepcopy=False))
     if len(complete) >= MIN_COMPLETE:
@@ -125,15 +122,16 @@ def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
     """The plain study spec of one stage: the file's, with the stage's name, space, budget.
 
     A stage that trains as the one before starts with that stage's finished trials inside
-    its space (`hpo.carry`); one that trains otherwise starts from its best, enqueued.
+    its space (`hpo.store.carry`); one that trains otherwise starts from its best, enqueued.
     `carry` gives the choice a stored stage was created with (stages created before carrying
     existed never carry)."""
     stage = spec.stages[index]
     data = spec.model_dump(mode="json", exclude_none=True,
                            exclude={"stages", "n_trials", "enqueue", "search_space"})
-    data.update(name=study_name(spec, stage), n_trials=stage.n_trials, search_space=space)
+    data.update(name=stage_study_name(spec.name, stage), n_trials=stage.n_trials,
+                search_space=space)
     if trains_as_before(spec, index) if carry is None else carry:
-        data["carry_from"] = study_name(spec, spec.stages[index - 1])
+        data["carry_from"] = stage_study_name(spec.name, spec.stages[index - 1])
         enqueue = {}  # the best is carried with the rest
     if stage.train:  # the built-in trainer's only (a callable's stage with one is refused)
         data["objective"]["train"] = {**data["objective"]["train"], **stage.train}
@@ -148,18 +146,9 @@ def stage_spec(spec: StudySpec, index: int, space: dict[str, Any],
     except ValidationError as e:
         raise SpecError("\n".join(f"{where}: {field}: {message}" for field, message in
                                   (describe_error(error, StudySpec) for error in e.errors())
-                                  )) from None
+                                  )) from e
     derived._source = spec.source
     return derived
-
-
-def _load(storage: BaseStorage, name: str) -> optuna.Study | None:
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return None
 
 
 def _with_limits(spec: StudySpec, space: dict[str, Any]) -> dict[str, Any]:
@@ -172,8 +161,8 @@ def _with_limits(spec: StudySpec, space: dict[str, Any]) -> dict[str, Any]:
 
 
 def finished(study: optuna.Study) -> int:
-    from hpo import budget
-    from hpo.carry import carried_count
+    from hpo.store import budget
+    from hpo.store.carry import carried_count
 
     return budget.finished_count(budget.count_by_state(study), carried_count(study))
 
@@ -181,20 +170,20 @@ def finished(study: optuna.Study) -> int:
 def stage_specs(spec: StudySpec, storage: BaseStorage) -> Iterator[StudySpec]:
     """Each stage's spec, in order. The next is derived only when asked for, which needs the
     stage before it finished: ask once it has run."""
-    from hpo.study import SPEC_ATTR
+    from hpo.store.study import SPEC_ATTR
 
     previous: StudySpec | None = None
     previous_study = None
     for index, stage in enumerate(spec.stages):
         if previous is not None:
-            previous_study = _load(storage, previous.name)
+            previous_study = load_study(storage, previous.name)
             done = finished(previous_study) if previous_study is not None else 0
             needed = spec.stages[index - 1].n_trials
             if done < needed:
                 raise HpoError(f"stage {spec.stages[index - 1].name!r} has {done} of its "
                                f"{needed} finished trials; the next stage starts from it once "
                                "it has all")
-        study = _load(storage, study_name(spec, stage))
+        study = load_study(storage, stage_study_name(spec.name, stage))
         stored = study.user_attrs.get(SPEC_ATTR) if study is not None else None
         carry = None
         if stored is not None:  # another worker derived it first: take it as stored
@@ -210,8 +199,8 @@ def stage_specs(spec: StudySpec, storage: BaseStorage) -> Iterator[StudySpec]:
 def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
                debug: bool = False) -> list[StageResult]:
     """Run the stages in order (or only `options.stage`), each to its budget."""
-    from hpo import runner
-    from hpo.storage import dispose, open_storage, resolve_storage_url
+    from hpo.store.storage import dispose, open_storage, resolve_storage_url
+    from hpo.worker import runner
 
     if options.n_trials is not None:
         raise HpoError("--n-trials: a staged study sets n_trials in each stage of the file")
@@ -236,7 +225,7 @@ def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
             stage_options = replace(options, timeout=left,
                                     stage=stage.name if workers > 1 else options.stage)
             if workers > 1:
-                from hpo.workers import run_local_workers
+                from hpo.worker.workers import run_local_workers
 
                 result = run_local_workers(derived, stage_options, workers, debug)
             else:
@@ -250,38 +239,3 @@ def run_staged(spec: StudySpec, options: RunOptions, workers: int = 1,
     finally:
         dispose(storage)
     return results
-
-
-def stage_studies(spec: StudySpec, cli_url: str | None = None
-                  ) -> list[tuple[StageSpec, optuna.Study | None]]:
-    """Each stage with its study, None for a stage not started yet."""
-    from hpo.storage import open_existing_storage
-
-    try:
-        storage, _ = open_existing_storage(spec, cli_url)
-        found = [(stage, _load(storage, study_name(spec, stage))) for stage in spec.stages]
-    except HpoError:  # no database yet
-        found = [(stage, None) for stage in spec.stages]
-    if not any(study for _, study in found):
-        first = study_name(spec, spec.stages[0])
-        raise HpoError(f"no stage of {spec.source.name} has started: no study {first!r} yet; "
-                       "run `hpo run` on the study file first")
-    return found
-
-
-def started_stage_studies(spec: StudySpec, cli_url: str | None = None
-                          ) -> list[tuple[StageSpec, optuna.Study]]:
-    """The stages that have started, in order, with their studies (at least one)."""
-    return [(stage, study) for stage, study in stage_studies(spec, cli_url) if study is not None]
-
-
-def existing_study(spec: StudySpec | None, cli_url: str | None = None,
-                   name: str | None = None) -> tuple[optuna.Study, StageSpec | None]:
-    """The existing study a file (or `--storage` and `name`) names, and its stage: of a staged
-    file, the latest stage started unless `name` picks a study."""
-    from hpo.storage import load_existing_study
-
-    if spec is not None and spec.stages is not None and name is None:
-        stage, study = started_stage_studies(spec, cli_url)[-1]
-        return study, stage
-    return load_existing_study(spec, cli_url, name), None

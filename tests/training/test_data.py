@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 from hpo.errors import DataError
-from hpo.spec import DataSpec
 from hpo.training import data as data_module
-from hpo.training.data import SHIPPED, load_data, shipped_dataset
+from hpo.training.data import SHIPPED, DataConfig, load_data, shipped_dataset
 
 
 def test_builtin_digits_split_is_stratified_and_seeded(tmp_path):
-    data = load_data(DataSpec(dataset="digits", val_fraction=0.2, seed=3), tmp_path)
-    again = load_data(DataSpec(dataset="digits", val_fraction=0.2, seed=3), tmp_path)
+    data = load_data(DataConfig(dataset="digits", val_fraction=0.2, seed=3), tmp_path)
+    again = load_data(DataConfig(dataset="digits", val_fraction=0.2, seed=3), tmp_path)
     assert data.n_classes == 10 and data.n_features == 64
     assert len(data.x_val) == 360
     np.testing.assert_array_equal(data.x_train, again.x_train)
@@ -49,9 +48,9 @@ def test_a_moved_shipped_file_falls_back_to_scikit_learns_loader(monkeypatch):
 
 
 def test_loading_digits_does_not_import_scikit_learn(tmp_path):
-    code = ("import sys; from pathlib import Path; from hpo.spec import DataSpec; "
-            "from hpo.training.data import load_data; "
-            "load_data(DataSpec(dataset='digits'), Path('.')); "
+    code = ("import sys; from pathlib import Path; "
+            "from hpo.training.data import DataConfig, load_data; "
+            "load_data(DataConfig(dataset='digits'), Path('.')); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=tmp_path).stdout
@@ -59,7 +58,7 @@ def test_loading_digits_does_not_import_scikit_learn(tmp_path):
 
 
 def test_standard_statistics_come_from_the_training_split_only(tmp_path):
-    data = load_data(DataSpec(dataset="wine", normalize="standard"), tmp_path)
+    data = load_data(DataConfig(dataset="wine", normalize="standard"), tmp_path)
     np.testing.assert_allclose(data.x_train.mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(data.x_train.std(0), 1, atol=1e-4)
     # The validation split was scaled with the training statistics, not its own.
@@ -67,19 +66,19 @@ def test_standard_statistics_come_from_the_training_split_only(tmp_path):
 
 
 def test_minmax_maps_the_training_split_to_minus_one_one(tmp_path):
-    data = load_data(DataSpec(dataset="iris", normalize="minmax"), tmp_path)
+    data = load_data(DataConfig(dataset="iris", normalize="minmax"), tmp_path)
     np.testing.assert_allclose(data.x_train.min(0), -1, atol=1e-6)
     np.testing.assert_allclose(data.x_train.max(0), 1, atol=1e-6)
 
 
 def test_center_only_subtracts_the_mean(tmp_path):
-    centered = load_data(DataSpec(dataset="iris", normalize="center"), tmp_path)
-    raw = load_data(DataSpec(dataset="iris", normalize="none"), tmp_path)
+    centered = load_data(DataConfig(dataset="iris", normalize="center"), tmp_path)
+    raw = load_data(DataConfig(dataset="iris", normalize="none"), tmp_path)
     np.testing.assert_allclose(centered.x_train, raw.x_train - raw.x_train.mean(0), atol=1e-5)
 
 
 def test_synthetic_has_the_asked_shape(tmp_path):
-    data = load_data(DataSpec(dataset="synthetic", n_samples=500, n_features=12, n_classes=3),
+    data = load_data(DataConfig(dataset="synthetic", n_samples=500, n_features=12, n_classes=3),
                      tmp_path)
     assert data.n_features == 12 and data.n_classes == 3
     assert len(data.x_train) + len(data.x_val) == 500
@@ -87,7 +86,7 @@ def test_synthetic_has_the_asked_shape(tmp_path):
 
 def write_csv(tmp_path, text):
     (tmp_path / "data.csv").write_text(text)
-    return DataSpec(path="data.csv", label="kind", val_fraction=0.5)
+    return DataConfig(path="data.csv", label="kind", val_fraction=0.5)
 
 
 def test_csv_with_string_labels(tmp_path):
@@ -102,7 +101,7 @@ def test_csv_with_string_labels(tmp_path):
 def test_csv_quoted_cells_numeric_labels_and_floats(tmp_path):
     rows = "".join(f'"{i}.5",{-i}e-3,"{i % 2}"\n' for i in range(10))
     (tmp_path / "data.csv").write_text('"a, first",b,kind\n' + rows)
-    spec = DataSpec(path="data.csv", label="kind", val_fraction=0.5, normalize="none")
+    spec = DataConfig(path="data.csv", label="kind", val_fraction=0.5, normalize="none")
     data = load_data(spec, tmp_path)
     assert data.classes == ["0", "1"] and data.n_features == 2
     x = np.concatenate([data.x_train, data.x_val])
@@ -113,7 +112,7 @@ def test_csv_quoted_cells_numeric_labels_and_floats(tmp_path):
 def test_npz(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "arrays.npz", X=rng.normal(size=(40, 5)), y=np.arange(40) % 4)
-    data = load_data(DataSpec(path="arrays.npz"), tmp_path)
+    data = load_data(DataConfig(path="arrays.npz"), tmp_path)
     assert data.n_classes == 4 and data.n_features == 5
 
 
@@ -143,10 +142,10 @@ def test_bad_csv(tmp_path, text, fragment):
 
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file .*absent.csv"):
-        load_data(DataSpec(path="absent.csv", label="y"), tmp_path)
+        load_data(DataConfig(path="absent.csv", label="y"), tmp_path)
 
 
 def test_npz_without_y(tmp_path):
     np.savez(tmp_path / "arrays.npz", X=np.zeros((4, 2)))
     with pytest.raises(DataError, match="has no array 'y'; it has: X"):
-        load_data(DataSpec(path="arrays.npz"), tmp_path)
+        load_data(DataConfig(path="arrays.npz"), tmp_path)

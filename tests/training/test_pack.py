@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.spec import DataSpec
-from hpo.training.data import load_data
+from hpo.training.data import DataConfig, load_data
 from hpo.training.loop import TrainConfig, train
 from hpo.training.pack import Pack, Run, train_packed
 
@@ -28,7 +27,7 @@ MEMBERS = [
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    return load_data(DataSpec(dataset="digits"), tmp_path_factory.mktemp("data"))
+    return load_data(DataConfig(dataset="digits"), tmp_path_factory.mktemp("data"))
 
 
 def config(**overrides) -> TrainConfig:
@@ -130,7 +129,7 @@ def test_a_run_added_later_joins_at_an_epoch_start_and_trains_as_alone(digits):
     assert len(pack.groups) == 2  # mid-epoch: it cannot share the first run's batches
     ended = []
     while len(pack):
-        ended += [run.tag for run in pack.step()]
+        ended += [run.trial for run in pack.step()]
     assert sorted(ended) == ["first", "later"]
     assert_same_run(first.result, train(first.config, digits))
     assert_same_run(later.result, train(later.config, digits))

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from hpo.training.config import lr_after
 from hpo.training.optim import OPTIMIZERS, make_optimizer
-from hpo.training.packed_optim import RULES, Rows, clip_rows, lr_after, momentum_of, rule_of
+from hpo.training.packed_optim import RULES, Rows, clip_rows, momentum_of, rule_of
 
 # Three members: their own learning rate, momentum (None: the optimizer's default) and decay.
 MIXED = [(0.01, None, 0.0), (0.003, 0.5, 1e-2), (0.05, 0.0, 1e-3)]

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from hpo.divergence import MovingAverage
 from hpo.spec import parse_spec
 from hpo.training.data import Dataset
+from hpo.training.divergence import MovingAverage
 from hpo.training.loop import TrainConfig, build
 from hpo.training.probes import LrCurve, log_grid, lr_range_test
 from hpo.wisdom.lr_find import CURVE_SMOOTHING, find_lr, pick, reference

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from hpo.cli import main
 from hpo.spec import load_spec
-from tests.conftest import assert_one_line, cli, write_study
+from tests.conftest import assert_one_line, cli, study_yaml, write_study
 
 OBJECTIVE = '''
 def objective(trial):
@@ -17,21 +17,18 @@ def objective(trial):
     return -(p["x"] - 2.0) ** 2 - (0.0 if p["kind"] == "a" else 3.0) + 0.0 * p["noise"]
 '''
 
-STUDY = """
-name: coarse
-direction: maximize
-n_trials: 30
-sampler: {type: random, seed: 3}
-objective: {callable: "objective.py:objective"}
-search_space:
-  x: {type: float, low: -10.0, high: %s%s}
-  kind: {type: categorical, choices: [a, b, c]}
-  noise: {type: float, low: 1.0e-3, high: 1.0, log: true}
-"""
+def coarse(high: str = "10.0", limits: str = "") -> str:
+    """The coarse study's file, x's high edge (and its limits) as given."""
+    return study_yaml("coarse", direction="maximize", n_trials=30,
+                      sampler="{type: random, seed: 3}", space=f"""
+                          x: {{type: float, low: -10.0, high: {high}{limits}}}
+                          kind: {{type: categorical, choices: [a, b, c]}}
+                          noise: {{type: float, low: 1.0e-3, high: 1.0, log: true}}
+                      """)
 
 
 def _refined(tmp_path, high="10.0", limits=""):
-    path = write_study(tmp_path, STUDY % (high, limits), objective=OBJECTIVE)
+    path = write_study(tmp_path, coarse(high, limits), objective=OBJECTIVE)
     assert cli("run", path, "-q").exit_code == 0
     out = tmp_path / "fine.yaml"
     result = cli("refine", path, "--out", out)
@@ -84,7 +81,7 @@ def test_a_refined_file_narrows_validates_and_carries_the_evidence_over(tmp_path
 
 
 def test_refine_dry_run_prints_the_file_and_writes_nothing(tmp_path):
-    path = write_study(tmp_path, STUDY % ("10.0", ""), objective=OBJECTIVE)
+    path = write_study(tmp_path, coarse(), objective=OBJECTIVE)
     assert cli("run", path, "-q").exit_code == 0
     result = CliRunner().invoke(main, ["refine", str(path), "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -211,7 +208,7 @@ def test_an_edge_is_widened_but_not_past_a_limit(tmp_path):
 
 
 def test_refine_needs_finished_trials(tmp_path):
-    path = write_study(tmp_path, STUDY % ("10.0", ""), objective=OBJECTIVE)
+    path = write_study(tmp_path, coarse(), objective=OBJECTIVE)
     assert cli("run", path, "-q", "--n-trials", "2").exit_code == 0
     result = cli("refine", path, "--out", tmp_path / "next.yaml")
     assert result.exit_code == 1
@@ -220,7 +217,7 @@ def test_refine_needs_finished_trials(tmp_path):
 
 
 def test_enqueued_trials_run_first_and_are_checked(tmp_path):
-    body = STUDY % ("10.0", "") + "enqueue:\n  - {x: 1.5, kind: c, noise: 0.5}\n"
+    body = coarse() + "enqueue:\n  - {x: 1.5, kind: c, noise: 0.5}\n"
     path = write_study(tmp_path, body, objective=OBJECTIVE)
     assert cli("run", path, "-q", "--n-trials", "2").exit_code == 0
     study = optuna.load_study(study_name="coarse", storage=f"sqlite:///{tmp_path}/coarse.db")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 
 import optuna
@@ -14,29 +11,34 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.spec import load_spec
-from tests.conftest import assert_one_line, cli, server_url, write_study
+from tests.conftest import (
+    HPO,
+    assert_one_line,
+    cli,
+    server_url,
+    start_workers,
+    study_yaml,
+    wait_all,
+    write_study,
+)
 
-HPO = shutil.which("hpo") or sys.executable
-
-TRAINER = """
-name: staged
-direction: maximize
-metric: val_accuracy
-sampler: {type: tpe, seed: 0, n_startup_trials: 3}
-objective:
-  trainer: mlp
-  data: {dataset: iris}
-  model: {hidden: [16]}
-  train: {epochs: 3}
-search_space:
-  lr: {type: float, low: 1.0e-4, high: 1.0, log: true}
-  dropout: {type: float, low: 0.0, high: 0.5}
-  optimizer: {type: categorical, choices: [adam, sgd, momentum]}
-stages:
-  - {name: lr, n_trials: 6, params: [lr], train: {epochs: 1}}
-  - {name: all, n_trials: 6, train: {epochs: 2}}
-  - {name: fine, n_trials: 3}
-"""
+TRAINER = study_yaml(
+    "staged", direction="maximize", metric="val_accuracy", n_trials=None,
+    sampler="{type: tpe, seed: 0, n_startup_trials: 3}",
+    trainer="""
+        data: {dataset: iris}
+        model: {hidden: [16]}
+        train: {epochs: 3}
+    """, space="""
+        lr: {type: float, low: 1.0e-4, high: 1.0, log: true}
+        dropout: {type: float, low: 0.0, high: 0.5}
+        optimizer: {type: categorical, choices: [adam, sgd, momentum]}
+    """, extra="""
+        stages:
+          - {name: lr, n_trials: 6, params: [lr], train: {epochs: 1}}
+          - {name: all, n_trials: 6, train: {epochs: 2}}
+          - {name: fine, n_trials: 3}
+    """)
 
 
 def _finished(study: optuna.Study) -> int:
@@ -108,17 +110,9 @@ def test_two_workers_share_each_stage_on_postgresql(tmp_path):
     name = f"t-{uuid.uuid4().hex[:10]}"
     path = write_study(tmp_path, (CALLABLE % name).replace("n_trials_note: unused\n", ""),
                        objective=QUAD)
-    env = {**os.environ, "HPO_STORAGE": url}
-    workers = [subprocess.Popen([HPO, "run", str(path), "-q"], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for _ in range(2)]
-    try:
-        outputs = [w.communicate(timeout=200) for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err
+    workers = start_workers(path, url, 2)
+    for code, _, err in wait_all(workers, timeout=200):
+        assert code == 0, err
     storage = optuna.storages.RDBStorage(url)
     try:
         first = optuna.load_study(study_name=f"{name}-x", storage=storage)
@@ -184,7 +178,7 @@ def test_a_stage_with_too_few_completed_trials_is_carried_over_from_its_best(tmp
 
 
 def test_the_dashboard_lists_every_stage_with_its_note(tmp_path):
-    from tests.test_dashboard import dashboard, request
+    from tests.report.test_dashboard import dashboard, request
 
     body = (CALLABLE % "quad").replace("n_trials_note: unused\n", "")
     path = write_study(tmp_path, body, objective=QUAD)
