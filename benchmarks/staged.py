@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hpo import runner  # noqa: E402
+from hpo.worker import runner  # noqa: E402
 from hpo.spec import parse_spec  # noqa: E402
 from hpo.wisdom.stages import run_staged  # noqa: E402
 

@@ -151,11 +151,18 @@ def start_workers(path: Path, url: str, count: int, label: str | None = None,
 
 def wait_all(workers: list[subprocess.Popen], timeout: float = 180
              ) -> list[tuple[int, str, str]]:
-    """Each worker's (exit code, stdout, stderr), once it has ended."""
+    """Each worker's (exit code, stdout, stderr), once it has ended; on a timeout, every
+    worker is killed before the test fails, so none is left running."""
     outputs = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=timeout)
-        outputs.append((worker.returncode, out, err))
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=timeout)
+            outputs.append((worker.returncode, out, err))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=30)
     return outputs
 
 
@@ -220,9 +227,15 @@ def own_server_databases():
     yield
     for variable, url, admin, name in made:
         os.environ[variable] = url
-        force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
         with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
+            if admin.dialect.name == "postgresql":  # FORCE: ends what a test left connected
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:  # MySQL would wait on a leaked connection's lock: end those first
+                leaked = connection.execute(text(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = :db"), {"db": name})
+                for (pid,) in leaked.fetchall():
+                    connection.execute(text(f"KILL {int(pid)}"))
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
         admin.dispose()
 
 

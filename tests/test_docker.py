@@ -165,12 +165,14 @@ def test_image_installs_as_the_readme_says_and_runs_unprivileged():
     assert runs[torch][:2] == ["pip", "install"]
     index = runs[torch].index("--index-url")
     assert runs[torch][index + 1] == "https://download.pytorch.org/whl/cpu"
-    # Then hpo itself, with extras the project declares, after its files are copied.
+    # Then hpo itself, with the trainer's and the server databases' extras (compose points the
+    # workers at PostgreSQL), after its files are copied.
     [own] = [i for i, words in enumerate(runs) if "-e" in words]
     assert torch < own and runs[own][:2] == ["pip", "install"]
     target = runs[own][runs[own].index("-e") + 1]
     extras = re.fullmatch(r"\.\[(.+)\]", target)
-    assert extras and set(extras[1].split(",")) <= set(metadata("hpo").get_all("Provides-Extra"))
+    assert extras and {"train", "server"} <= set(extras[1].split(","))
+    assert set(extras[1].split(",")) <= set(metadata("hpo").get_all("Provides-Extra"))
     [install_at] = [i for i, (k, words) in enumerate(instructions) if k == "RUN" and "-e" in words]
     copied = {w for k, words in instructions[:install_at] if k == "COPY" for w in words}
     assert {"pyproject.toml", "hpo"} <= copied

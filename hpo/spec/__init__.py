@@ -3,7 +3,9 @@
 Modules, each importing only those before it: `base` (the strict section model, problems,
 hints), `space` (search-space entries), `search` (sampler and pruner), `trainer` (the
 objective and the built-in trainer), `describe` (validation errors in words), `stages`,
-`study` (StudySpec, checks across sections) and `loading` (YAML to a StudySpec).
+`study` (StudySpec, checks across sections) and `loading` (YAML to a StudySpec). Beside them,
+using the spec and not re-exported here: `distributions` (entries as Optuna distributions)
+and `starter` (the starter files of `hpo init`).
 """
 
 from __future__ import annotations

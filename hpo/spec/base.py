@@ -39,7 +39,7 @@ def did_you_mean(word: str, candidates: list[str]) -> str:
     return f"did you mean {hint!r}? " if hint else ""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """A spec section: unknown keys are errors (`describe_error` suggests the key meant)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -12,14 +12,14 @@ from hpo.spec.base import closest, did_you_mean
 from hpo.spec.space import PARAM_TYPES
 
 
-def _unknown_key_message(key: str, allowed: list[str]) -> str:
+def unknown_key_message(key: str, allowed: list[str]) -> str:
     return f"unknown key {key!r}; {did_you_mean(key, allowed)}allowed keys: {', '.join(allowed)}"
 
 
 _UNION_MEMBER = re.compile(r"^([A-Z]\w*Spec|literal\[.*\]|int|float|bool|str|function-.*)$")
 
 
-def _format_location(loc: tuple[Any, ...]) -> str:
+def format_location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     # Discriminated unions add the entry's type tag to the location; the user never wrote it.
     if len(parts) >= 3 and parts[0] == "search_space" and parts[2] in PARAM_TYPES:
@@ -41,7 +41,7 @@ def _type_tags(model: type[BaseModel]) -> tuple[Any, ...]:
     return typing.get_args(field.annotation) if field is not None else ()
 
 
-def _section_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+def section_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The section (model) that holds the key at the end of an error's location."""
     model: type[BaseModel] | None = root
     pending: list[type[BaseModel]] = []  # a union's members, until the location picks one
@@ -60,12 +60,12 @@ def _section_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] 
 def describe_error(error: dict[str, Any], root: type[BaseModel] = BaseModel
                    ) -> tuple[str, str]:
     """A pydantic error as (dotted field, message for a person)."""
-    where = _format_location(error["loc"])
+    where = format_location(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        section = _section_at(error["loc"], root)
+        section = section_at(error["loc"], root)
         allowed = list(section.model_fields) if section is not None else []
-        message = _unknown_key_message(str(error["loc"][-1]), allowed)
+        message = unknown_key_message(str(error["loc"][-1]), allowed)
     elif error["type"] == "union_tag_invalid":
         tag = error["ctx"]["tag"]
         hint = closest(tag, list(PARAM_TYPES))

@@ -10,23 +10,23 @@ from pydantic import ValidationError
 
 from hpo.errors import SpecError
 from hpo.spec.base import closest
-from hpo.spec.describe import _format_location, _section_at, describe_error
+from hpo.spec.describe import describe_error, format_location, section_at
 from hpo.spec.study import StudySpec
 
 
-def _format_errors(path: Path, errors: list[dict[str, Any]]) -> list[str]:
+def format_errors(path: Path, errors: list[dict[str, Any]]) -> list[str]:
     """One line per problem, each naming the file and the field."""
     lines = []
-    model_errors = [_format_location(e["loc"]) for e in errors if e["type"] != "literal_error"]
+    model_errors = [format_location(e["loc"]) for e in errors if e["type"] != "literal_error"]
     # `hihg: 1` is one mistake, not also a missing `high`: the unknown key's line says it.
     misspelt = {(e["loc"][:-1], closest(str(e["loc"][-1]), list(section.model_fields)))
                 for e in errors if e["type"] == "extra_forbidden"
-                and (section := _section_at(e["loc"], StudySpec)) is not None}
+                and (section := section_at(e["loc"], StudySpec)) is not None}
     for error in errors:
         if error["type"] == "missing" and (error["loc"][:-1], error["loc"][-1]) in misspelt:
             continue
         if error["type"] == "literal_error" and any(
-            where.startswith(_format_location(error["loc"])) for where in model_errors
+            where.startswith(format_location(error["loc"])) for where in model_errors
         ):
             continue  # `divergence: {fator: 2}` is a bad mapping, not a bad `false`
         where, message = describe_error(error, StudySpec)
@@ -44,7 +44,7 @@ def parse_spec(data: Any, path: Path) -> StudySpec:
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError("\n".join(_format_errors(path, e.errors()))) from e
+        raise SpecError("\n".join(format_errors(path, e.errors()))) from e
     spec._source = path.absolute()
     return spec
 

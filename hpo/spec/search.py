@@ -6,16 +6,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hpo.spec.base import Problems, _Strict
+from hpo.spec.base import Problems, Strict
 from hpo.spec.space import conditional_entries, searched_categoricals
 from hpo.training.divergence import DEFAULT_FACTOR
 
-# hpo.search.samplers.SAMPLERS makes each; `_check_sampler` refuses what one cannot serve.
+# hpo.search.samplers.SAMPLERS makes each; `check_sampler` refuses what one cannot serve.
 SamplerName = Literal["tpe", "random", "grid", "gp", "cmaes", "qmc", "auto"]
 TPE_OPTIONS = ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar")
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(Strict):
     type: SamplerName = "tpe"
     seed: int | None = None
     # TPE's own options, passed through to optuna.samplers.TPESampler.
@@ -52,7 +52,7 @@ EARLY_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class EarlySpec(_Strict):
+class EarlySpec(Strict):
     type: EarlyName
     n_startup_trials: int | None = Field(default=None, ge=0)
     n_warmup_steps: int | None = Field(default=None, ge=0)
@@ -81,12 +81,12 @@ class EarlySpec(_Strict):
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-class DivergenceSpec(_Strict):
+class DivergenceSpec(Strict):
     # Stop a trial whose cost exceeds factor x its original cost ("exceeds": exactly 3x goes on).
     factor: float = Field(default=DEFAULT_FACTOR, gt=1.0)
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(Strict):
     # `divergence: false` turns the rule off; `true` keeps the default factor.
     divergence: DivergenceSpec | Literal[False] = DivergenceSpec()
     early: EarlySpec | None = None
@@ -122,7 +122,7 @@ INSTALL_HINTS = {
 }
 
 
-def _check_sampler(kind: str, space: dict[str, Any], problems: Problems) -> None:
+def check_sampler(kind: str, space: dict[str, Any], problems: Problems) -> None:
     """What the chosen sampler cannot serve, one line each with the fix."""
     if kind in ("gp", "cmaes"):
         # Optuna's GP and CMA-ES model the entries every trial has; they draw the others at

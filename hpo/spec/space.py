@@ -7,10 +7,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hpo.spec.base import Choice, Problems, _Strict, closest
+from hpo.spec.base import Choice, Problems, Strict, closest
 
 
-class LimitsSpec(_Strict):
+class LimitsSpec(Strict):
     # Values an entry can never sensibly take beyond (dropout 0, a momentum below 1): edge
     # warnings stay quiet at a limit and `hpo refine` never widens past one.
     low: float | None = None
@@ -35,7 +35,7 @@ def _check_limits(entry: FloatParam | IntParam) -> None:
                          "bounds the range from outside (limits.high >= high)")
 
 
-class _Conditional(_Strict):
+class _Conditional(Strict):
     # `when: {optimizer: [sgd, momentum]}` suggests this entry only for those values.
     when: dict[str, list[Choice]] | None = None
 
@@ -117,7 +117,7 @@ Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator=
 PARAM_TYPES = ("float", "int", "categorical")
 
 
-def _check_conditions(space: dict[str, Any], problems: Problems) -> None:
+def check_conditions(space: dict[str, Any], problems: Problems) -> None:
     names, found_before = list(space), len(problems)
     for name, entry in space.items():
         for parent, values in (entry.when or {}).items():
@@ -178,7 +178,7 @@ def allowed_values(entry: Any) -> str:
     return f"{entry.low} .. {entry.high}{step}"
 
 
-def _check_grid(space: dict[str, Any], problems: Problems) -> None:
+def check_grid(space: dict[str, Any], problems: Problems) -> None:
     if not space:
         problems.append("search_space: the grid sampler needs at least one entry")
     for name, entry in space.items():

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import Field
 
-from hpo.spec.base import Choice, _Strict
+from hpo.spec.base import Choice, Strict
 
 
-class StageSpec(_Strict):
+class StageSpec(Strict):
     # One stage of a staged study: its own Optuna study, `<study name>-<stage name>`.
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     n_trials: int = Field(ge=1)

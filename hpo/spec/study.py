@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from hpo.spec.base import Choice, Problems, _Strict, closest
+from hpo.spec.base import Choice, Problems, Strict, closest
 from hpo.spec.describe import describe_error
-from hpo.spec.search import PrunerSpec, SamplerSpec, _check_sampler
-from hpo.spec.space import Param, _check_conditions, _check_grid, allowed_values, fits
+from hpo.spec.search import PrunerSpec, SamplerSpec, check_sampler
+from hpo.spec.space import Param, allowed_values, check_conditions, check_grid, fits
 from hpo.spec.stages import MIN_TRIALS_TO_REFINE, StageSpec
-from hpo.spec.trainer import ObjectiveSpec, TrainSpec, _check_trainer
+from hpo.spec.trainer import ObjectiveSpec, TrainSpec, check_trainer
 
 # Spec fields that size one run rather than define the study: they may differ between runs
 # and workers of the same study, so they are left out of the stored spec that runs must match.
@@ -20,7 +20,7 @@ from hpo.spec.trainer import ObjectiveSpec, TrainSpec, _check_trainer
 RUN_ONLY_FIELDS = ("n_trials", "timeout", "storage", "max_failures_in_a_row")
 
 
-class HeartbeatSpec(_Strict):
+class HeartbeatSpec(Strict):
     # A worker's running trial sends a heartbeat every `interval` seconds; one silent for
     # `grace` seconds is failed and re-run by a live worker, at most `max_retries` times.
     interval: int = Field(default=10, ge=1)
@@ -35,7 +35,7 @@ class HeartbeatSpec(_Strict):
         return self
 
 
-class StudySpec(_Strict):
+class StudySpec(Strict):
     name: str = Field(min_length=1, pattern=r"^\S(.*\S)?$")
     direction: Literal["minimize", "maximize"] = "minimize"
     metric: str = "value"
@@ -74,15 +74,15 @@ class StudySpec(_Strict):
             _check_stages(self, problems)
         elif self.n_trials is None and self.timeout is None:
             problems.append("n_trials: set n_trials (or a timeout) so the study can end")
-        _check_conditions(self.search_space, problems)
+        check_conditions(self.search_space, problems)
         _check_enqueue(self.enqueue, self.search_space, problems)
         if self.sampler.type == "grid":
-            _check_grid(self.search_space, problems)
-        _check_sampler(self.sampler.type, self.search_space, problems)
+            check_grid(self.search_space, problems)
+        check_sampler(self.sampler.type, self.search_space, problems)
         if self.carry_from is not None:
             _check_carry(self, problems)
         if self.objective.trainer:
-            _check_trainer(self.metric, self.direction, self.search_space, problems)
+            check_trainer(self.metric, self.direction, self.search_space, problems)
         problems.raise_any()
         return self
 

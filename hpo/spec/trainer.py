@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from hpo.spec.base import Problems, _Strict, did_you_mean
+from hpo.spec.base import Problems, Strict, did_you_mean
 from hpo.spec.space import CategoricalParam
 from hpo.training.config import (
     METRIC_DIRECTIONS,
@@ -35,7 +35,7 @@ _DATA = DataConfig()
 _TRAIN = TrainConfig()
 
 
-class DataSpec(_Strict):
+class DataSpec(Strict):
     dataset: DatasetName | None = _DATA.dataset
     path: str | None = _DATA.path  # a CSV with a header, or an NPZ with arrays X and y
     label: str | None = _DATA.label  # the CSV's label column
@@ -58,7 +58,7 @@ class DataSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     hidden: list[int] = Field(default=_TRAIN.hidden)
     activation: ActivationName = _TRAIN.activation
     batch_norm: bool = _TRAIN.batch_norm
@@ -73,7 +73,7 @@ class ModelSpec(_Strict):
         return hidden
 
 
-class TrainSpec(_Strict):
+class TrainSpec(Strict):
     epochs: int = Field(default=_TRAIN.epochs, ge=1)
     batch_size: int = Field(default=_TRAIN.batch_size, ge=1)
     lr: float = Field(default=_TRAIN.lr, gt=0)
@@ -105,7 +105,7 @@ class TrainSpec(_Strict):
                          f"at a time), but got {value!r}")
 
 
-class ObjectiveSpec(_Strict):
+class ObjectiveSpec(Strict):
     # "package.module:function", or "path/to/file.py:function" relative to the study file.
     callable: str | None = Field(default=None, pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$")
     trainer: Literal["mlp"] | None = None
@@ -147,7 +147,7 @@ TRAINER_PARAMS = tuple(
 )
 
 
-def _check_trainer(metric: str, direction: str, space: dict[str, Any],
+def check_trainer(metric: str, direction: str, space: dict[str, Any],
                    problems: Problems) -> None:
     expected = TRAINER_METRICS.get(metric)
     if expected is None:

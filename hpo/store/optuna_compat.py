@@ -2,7 +2,7 @@
 
 hpo goes past the public API in a few places where the public way would cost a query (or a
 whole study load) per trial, or cannot say what a worker needs. Each function below names the
-internal it relies on; `tests/test_optuna_compat.py` holds a contract test for each, and
+internal it relies on; `tests/store/test_optuna_compat.py` holds a contract test for each, and
 `check_versions` refuses versions outside the range those tests ran on, with one line saying
 what to install. Nothing else in hpo imports a private name of either package.
 """

@@ -16,8 +16,8 @@ from hpo.spec import (
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
+    from hpo.training.config import TrainConfig
     from hpo.training.data import Dataset
-    from hpo.training.loop import TrainConfig
 
 
 @dataclass

@@ -157,7 +157,7 @@ def hidden_layers(value: Any) -> list[int]:
 
 def trainer_config(spec: StudySpec, params: dict[str, Any]) -> Any:
     """The TrainConfig for one trial: the spec's model and train sections, then its params."""
-    from hpo.training.loop import TrainConfig
+    from hpo.training.config import TrainConfig
 
     values = {**spec.objective.model.model_dump(),
               **spec.objective.train.model_dump(exclude={"pack"})}

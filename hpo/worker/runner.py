@@ -180,10 +180,10 @@ class _Worker:
                          time.perf_counter() - started, summary, self.signals.received)
 
     def _summarize(self) -> dict[str, Any]:
-        from hpo.report import summary
         from hpo.report.edges import limits_for
+        from hpo.report.summary import summarize
 
-        return summary.summarize(self.study, limits=limits_for(self.spec))
+        return summarize(self.study, limits=limits_for(self.spec))
 
     def _loop(self, started: float) -> dict[str, int]:
         timeout = self.options.timeout or self.spec.timeout

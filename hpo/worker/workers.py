@@ -271,10 +271,10 @@ def _supervise(spec: StudySpec, options: RunOptions, workers: int, debug: bool, 
         raise HpoError(f"{len(failed)} of {workers} workers failed (exit codes {codes}); "
                        f"their errors are above; the study in {mask_url(url)} keeps every "
                        "finished trial")
-    from hpo.report import summary
     from hpo.report.edges import limits_for
+    from hpo.report.summary import summarize
 
-    summary = summary.summarize(study, limits=limits_for(spec))
+    summary = summarize(study, limits=limits_for(spec))
     write_study_note(study, spec, url, summary)
     return RunResult(study=study, storage_url=mask_url(url),
                      outcomes=outcomes,

@@ -239,3 +239,15 @@ def test_hyperband_names_why_it_stopped_a_trial(tmp_path):
     assert pruned, "hyperband stopped nothing"
     for trial in pruned:
         assert trial.user_attrs["prune_reason"].startswith("hyperband: stopped early at step")
+
+
+def test_the_old_import_path_of_the_divergence_pruner_still_works_and_says_where_it_went():
+    import importlib
+    import sys
+
+    sys.modules.pop("hpo.pruners", None)
+    with pytest.warns(DeprecationWarning, match="hpo.search.pruners"):
+        old = importlib.import_module("hpo.pruners")
+    from hpo.search.pruners import DivergencePruner
+
+    assert old.DivergencePruner is DivergencePruner

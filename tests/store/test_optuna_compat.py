@@ -1,6 +1,6 @@
 """Contract tests: each Optuna / optuna-dashboard internal hpo relies on, on every backend.
 
-If one of these fails after an upgrade, the internal changed: mend `hpo/optuna_compat.py`
+If one of these fails after an upgrade, the internal changed: mend `hpo/store/optuna_compat.py`
 and widen `SUPPORTED_VERSIONS`, or keep the upper bound.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 
@@ -12,9 +11,7 @@ from optuna.trial import TrialState
 
 from hpo.spec import load_spec
 from hpo.worker.packing import pack_size
-from tests.conftest import assert_one_line, cli, load, wait_until
-
-HPO = shutil.which("hpo") or "hpo"
+from tests.conftest import HPO, assert_one_line, cli, load, wait_until
 
 STUDY = """
 name: {name}
