@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import textwrap
 from typing import get_args
 
 import optuna
@@ -21,6 +20,7 @@ from hpo.training.model import ACTIVATIONS
 from hpo.training.optim import OPTIMIZERS
 from hpo.training.packed_optim import RULES
 from hpo.worker.objective import TrainerObjective, trainer_config
+from tests.conftest import study_yaml
 
 
 @pytest.mark.parametrize(("registry", "names"), [
@@ -102,24 +102,15 @@ def test_a_spec_default_is_never_shared_between_specs():
     assert ModelSpec().hidden == [128, 128] == TrainConfig().hidden
 
 
-STUDY = """
-name: contracts
-direction: maximize
-metric: val_accuracy
-n_trials: 1
-objective:
-  trainer: mlp
-  data: {dataset: iris}
-  train: {epochs: 1, threads: 1}
-search_space:
-  lr: {type: float, low: 0.001, high: 0.1, log: true}
-"""
+STUDY = study_yaml("contracts", n_trials=1, direction="maximize", metric="val_accuracy",
+                   trainer="data: {dataset: iris}\ntrain: {epochs: 1, threads: 1}",
+                   space="lr: {type: float, low: 0.001, high: 0.1, log: true}")
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     path = tmp_path_factory.mktemp("study") / "study.yaml"
-    path.write_text(textwrap.dedent(STUDY))
+    path.write_text(STUDY)
     return load_spec(path)
 
 
