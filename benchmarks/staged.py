@@ -27,9 +27,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hpo.worker import runner  # noqa: E402
 from hpo.spec import parse_spec  # noqa: E402
 from hpo.wisdom.stages import run_staged  # noqa: E402
+from hpo.worker import runner  # noqa: E402
 
 FULL_EPOCHS = 20
 STAGED = yaml.safe_load((ROOT / "studies" / "digits-staged.yaml").read_text())
