@@ -122,7 +122,9 @@ def waits_for_the_lock(worker: subprocess.Popen, lock: StudyLock) -> bool:
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_a_waiting_worker_stops_it_at_once(tmp_path, storage_url, signum, code):
-    path, name = sleepy_study(tmp_path, n_trials=1, sleep=6, extra=BEATS)
+    # The busy worker's trial outlasts any wait below, however loaded the machine: its end
+    # must come from the SIGTERM.
+    path, name = sleepy_study(tmp_path, n_trials=1, sleep=120, extra=BEATS)
     [busy] = start_workers(path, storage_url, 1)
     wait_until(lambda: running(storage_url, name), 60, "the busy worker's running trial")
     [waiter] = start_workers(path, storage_url, 1)
