@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from hpo.errors import HpoError
 from hpo.report import jsonout
 
+# A reader that went away (`hpo status | head -1`) is no mistake to report: hpo leaves quietly
+# with the status of a process that SIGPIPE ended (128 + 13), as `cat` or `grep` would there, so
+# a shell, and `set -o pipefail`, read it as they read theirs.
+CLOSED_OUTPUT_EXIT = 141
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
 
 class _Cli(click.Group):
-    """Turns HpoError into one `Error: ...` line and exit 1; --debug shows the traceback."""
+    """Turns HpoError into one `Error: ...` line and exit 1; --debug shows the traceback.
+    A closed standard output ends it quietly, a full disk in one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:  # `hpo --help | head -1`
+            _closed_output()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,6 +51,71 @@ class _Cli(click.Group):
                 raise
             click.echo("Stopped by SIGINT.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            _closed_output()
+        except OSError as e:  # the files a command writes are `_writing`'s: standard output
+            if e.errno not in FULL_DISK or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            _drop_unwritable_output()
+            raise click.ClickException(
+                f"cannot write {e.filename or 'standard output'}: no space left on device; "
+                "free some space, or write elsewhere") from None
+
+
+def _drop_unwritable_output() -> None:
+    """Point standard output or error at /dev/null if it cannot take what it holds, so that
+    the exit's flush does not fail on it again ("Exception ignored ...")."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):  # not a file descriptor's stream (tests)
+                pass
+
+
+def _closed_output() -> NoReturn:
+    _drop_unwritable_output()
+    raise click.exceptions.Exit(CLOSED_OUTPUT_EXIT)
+
+
+def _check_output(path: Path, option: str = "--out", beside: bool = False) -> None:
+    """Refuse an output file that cannot be written, before any work starts: one line naming
+    the folder or file and the fix. `beside`: more files are written in its folder."""
+    folder = path.parent
+    if not folder.exists():
+        raise HpoError(f"{option} {path}: the folder {folder} does not exist; create it "
+                       f"(mkdir -p {folder}) or write elsewhere")
+    if not folder.is_dir():
+        raise HpoError(f"{option} {path}: {folder} is not a folder; write elsewhere")
+    if path.is_dir():
+        raise HpoError(f"{option} {path}: that is a folder; name a file in it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise HpoError(f"{option} {path}: the file is not writable (permission denied); "
+                       "write elsewhere")
+    if (beside or not path.exists()) and not os.access(folder, os.W_OK | os.X_OK):
+        raise HpoError(f"{option} {path}: cannot write in the folder {folder} (permission "
+                       "denied); write elsewhere")
+
+
+@contextmanager
+def _writing(path: Path, option: str = "--out") -> Iterator[None]:
+    """An OSError while writing the output `path` (a full disk, a folder gone since it was
+    checked) as one line naming it; a closed pipe passes on, to end the command quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.errno in FULL_DISK:
+            why = "no space left on device; free some space, or write elsewhere"
+        else:
+            why = f"{e.strerror or e}; write elsewhere"
+        which = f" {e.filename}" if e.filename and Path(e.filename) != path else ""
+        raise HpoError(f"{option} {path}: cannot write{which}: {why}") from e
 
 
 def _configure_logging(debug: bool) -> None:
@@ -127,7 +209,8 @@ def run(
     else:
         result = runner.run(spec, options)
     if outcomes_file is not None:
-        outcomes_file.write_text(json.dumps(result.outcomes))
+        with _writing(outcomes_file, "--outcomes-file"):
+            outcomes_file.write_text(json.dumps(result.outcomes))
     if result.stopped_by is not None:
         click.echo(f"Stopped by {result.stopped_by.name}; the next `hpo run` resumes.", err=True)
     if result.summary is not None:
@@ -299,13 +382,16 @@ def export(spec_file: Path | None, storage: str | None, study_name: str | None, 
     """
     from hpo.report.export import to_csv, to_json, trial_records
 
+    if out is not None:
+        _check_output(out)
     spec = _spec_of(spec_file, storage, study_name)
     records = trial_records(_open_study(spec, storage, study_name))
     text = to_csv(records) if fmt == "csv" else to_json(records)
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text)
+        with _writing(out):
+            out.write_text(text, encoding="utf-8")
         click.echo(f"Wrote {len(records)} trials to {out}", err=True)
 
 
@@ -377,10 +463,12 @@ def report_command(spec_file: Path | None, storage: str | None, study_name: str 
 
     if fmt == "png":
         click.echo("hpo: --format png is now --png (the HTML is always written)", err=True)
+    png = png or fmt == "png"
+    _check_output(out, beside=png)
     spec = _spec_of(spec_file, storage, study_name)
     study = _open_study(spec, storage, study_name)
-    written = write_report(study, out, png=png or fmt == "png", top=top,
-                           limits=limits_for(spec, study))
+    with _writing(out):
+        written = write_report(study, out, png=png, top=top, limits=limits_for(spec, study))
     for path in written:
         click.echo(f"Wrote {path}")
 
@@ -442,10 +530,14 @@ def lr_find(spec_file: Path, params: tuple[str, ...], seeds: int, steps: int,
     from hpo.wisdom import lr_find as finder
     from hpo.wisdom.setup import parse_overrides
 
+    if out is not None:
+        finder.plot_format(out)
+        _check_output(out)
     spec = load_spec(spec_file)
     found = finder.find_lr(spec, parse_overrides(params), seeds, steps, start, end)
     if out is not None:
-        finder.write_plot(found, out)
+        with _writing(out):
+            finder.write_plot(found, out)
     if as_json:
         click.echo(jsonout.dumps(found.as_dict()))
     else:
@@ -495,6 +587,8 @@ def refine(spec_file: Path, out: Path | None, name: str | None, storage: str | N
     out = out or spec_file.with_name(f"{spec_file.stem}-next.yaml")
     if out.exists() and not force and not dry_run:
         raise HpoError(f"--out {out}: the file exists; choose another or add --force")
+    if not dry_run:
+        _check_output(out)
     study = load_existing_study(spec, storage)
     refinement = refiner.refine_space(spec, study)
     new_name = name or refiner.next_name(spec.name)
@@ -513,7 +607,8 @@ def refine(spec_file: Path, out: Path | None, name: str | None, storage: str | N
     if dry_run:
         click.echo(text, nl=False)
         return
-    out.write_text(text)
+    with _writing(out):
+        out.write_text(text, encoding="utf-8")
     click.echo(f"Wrote {out} (study {new_name!r}); run it: hpo run {out}")
 
 
@@ -534,7 +629,8 @@ def init(path: Path, objective: str | None, force: bool) -> None:
     from hpo.spec import load_spec
     from hpo.spec.starter import write_starter
 
-    written = write_starter(path, objective, force)
+    with _writing(path, "PATH"):
+        written = write_starter(path, objective, force)
     spec = load_spec(path)  # what init writes must validate
     for file in written:
         click.echo(f"Wrote {file}")

@@ -2,8 +2,9 @@
 
 A numeric entry is flagged when its best trial, or at least half of the top trials, sit in
 the outer tenth of the range (measured in log space for `log: true`), with a concrete
-widening. Not at a limit: an edge that is also a natural limit of the parameter (dropout 0)
-or a declared one (`limits:` in the entry) is where it belongs. And where most trials beyond
+widening, never past what the built-in trainer can take. Not at a limit: an edge that is also
+a natural limit of the parameter (dropout 0; `hpo.spec.limits` holds the trainer's) or a
+declared one (`limits:` in the entry) is where it belongs. And where most trials beyond
 the best diverged or failed, the edge is a stability wall: training falls over past it, so
 widening would only buy more failures.
 """
@@ -18,12 +19,13 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from hpo.report.trials import diverged, ranked
+from hpo.spec import TRAINER_LIMITS, natural_limits
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from hpo.spec import StudySpec
+    from hpo.spec import Limit, StudySpec
 
 EDGE_FRACTION = 0.1  # the outer tenth of a range
 MIN_COMPLETE = 5  # fewer completed trials say nothing about where the best lies
@@ -32,19 +34,13 @@ TOP_MIN = 3
 WIDEN_FRACTION = 0.5  # a flagged edge moves out by half the range's width ...
 MAX_LOG_WIDEN = 10.0  # ... on a log scale by at most a decade
 
-# Where the built-in trainer's parameters stop making sense, whatever the file says.
-NATURAL_LIMITS: dict[str, tuple[float | None, float | None]] = {
-    "dropout": (0.0, 0.9),
-    "momentum": (0.0, 0.999),
-    "lr_decay": (None, 1.0),
-    "weight_decay": (0.0, None),
-    "batch_size": (1, None),
-    "epochs": (1, None),
-    "n_layers": (1, None),
-    "hidden_units": (1, None),
-}
 
-Limits = dict[str, tuple[float | None, float | None]]
+class Limits(dict[str, tuple[float | None, float | None]]):
+    """Each entry's (low, high) limits, natural or declared, that edges stop at; beside them,
+    in `hard`, the built-in trainer's own (`hpo.spec.Limit`), which a widening never reaches
+    where they are open (lr > 0)."""
+
+    hard: dict[str, Limit] = {}
 
 
 @dataclass
@@ -69,7 +65,8 @@ def limits_for(spec: StudySpec | None, study: optuna.Study | None = None) -> Lim
     trainer = (spec.objective.trainer if spec is not None else
                (study.user_attrs.get("hpo_spec", {}).get("objective", {}).get("trainer")
                 if study is not None else None))
-    limits: Limits = dict(NATURAL_LIMITS) if trainer else {}
+    limits = Limits(natural_limits() if trainer else {})
+    limits.hard = dict(TRAINER_LIMITS) if trainer else {}
     for name, entry in (spec.search_space.items() if spec is not None else ()):
         declared = getattr(entry, "limits", None)
         if declared is not None:
@@ -101,9 +98,11 @@ def _at_limit(bound: float, limit: float | None) -> bool:
     return limit is not None and math.isclose(bound, limit, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def widened(distribution: Any, edge: str, limit: float | None) -> float:
+def widened(distribution: Any, edge: str, limit: float | None, hard: Limit | None = None
+            ) -> float:
     """The bound a flagged edge moves to: half the width further (a decade at most on a log
-    scale), no further than its limit; whole numbers for an int entry."""
+    scale), no further than its limit, and where the trainer's `hard` limit allows (halfway
+    to an open one); whole numbers for an int entry."""
     low, high = distribution.low, distribution.high
     if distribution.log:
         factor = min(MAX_LOG_WIDEN, (high / low) ** WIDEN_FRACTION)
@@ -113,11 +112,18 @@ def widened(distribution: Any, edge: str, limit: float | None) -> float:
         bound = high + width if edge == "high" else low - width
     if limit is not None:
         bound = min(bound, limit) if edge == "high" else max(bound, limit)
+    if hard is not None:
+        bound = hard.inside(bound, edge, high if edge == "high" else low)
     if isinstance(distribution, IntDistribution):
         bound = math.ceil(bound) if edge == "high" else math.floor(bound)
         if distribution.log:
             bound = max(bound, 1)
-    return float(f"{bound:.3g}") if isinstance(distribution, FloatDistribution) else bound
+    if not isinstance(distribution, FloatDistribution):
+        return bound
+    # Three digits read well, unless rounding would cross a limit (0.9995 to 1).
+    rounded = float(f"{bound:.3g}")
+    crossed = limit is not None and (rounded > limit if edge == "high" else rounded < limit)
+    return bound if crossed or (hard is not None and not hard.allows(rounded)) else rounded
 
 
 def _wall(name: str, best: float, edge: str, trials: list[FrozenTrial]) -> tuple[int, int]:
@@ -162,7 +168,8 @@ def edge_warnings(study: optuna.Study, limits: Limits | None = None,
         bound = distribution.high if edge == "high" else distribution.low
         if _at_limit(bound, limit):
             continue
-        warnings.append(_advise(name, value, edge, distribution, limit, trials))
+        warnings.append(_advise(name, value, edge, distribution, limit, trials,
+                                getattr(limits, "hard", {}).get(name)))
     return warnings
 
 
@@ -181,7 +188,7 @@ def _edge(name: str, value: float, distribution: Any, top: list[FrozenTrial]) ->
 
 
 def _advise(name: str, value: float, edge: str, distribution: Any, limit: float | None,
-            trials: list[FrozenTrial]) -> EdgeWarning:
+            trials: list[FrozenTrial], hard: Limit | None) -> EdgeWarning:
     low, high = distribution.low, distribution.high
     beyond, fallen = _wall(name, value, edge, trials)
     side = "above" if edge == "high" else "below"
@@ -191,7 +198,7 @@ def _advise(name: str, value: float, edge: str, distribution: Any, limit: float 
                       f"training falls over past it, so keep {edge} at "
                       f"{_bound(distribution, edge)}")
         return EdgeWarning(name, edge, value, low, high, suggestion, True, None)
-    bound = widened(distribution, edge, limit)
+    bound = widened(distribution, edge, limit, hard)
     new_low, new_high = (low, bound) if edge == "high" else (bound, high)
     scale = " (log scale)" if distribution.log else ""
     suggestion = (f"the best {name} ({value:.4g}) is at the {edge} edge of {low:g} .. {high:g}"

@@ -144,9 +144,11 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 
 def write_report(study: optuna.Study, out: Path, png: bool = False, top: int = 10,
                  limits: Limits | None = None) -> list[Path]:
-    """Write the HTML report (and, with `png`, each figure as an image); returns the files."""
+    """Write the HTML report (and, with `png`, each figure as an image); returns the files.
+
+    Each file is rendered before it is written, so an OSError is a write's (a full disk)."""
     page, drawn = render(study, top=top, limits=limits)
-    out.write_text(page)
+    out.write_text(page, encoding="utf-8")
     written = [out]
     if png:
         for figure_id, figure in drawn.items():
@@ -154,11 +156,12 @@ def write_report(study: optuna.Study, out: Path, png: bool = False, top: int = 1
                 continue
             image = out.with_name(f"{out.stem}-{figure_id}.png")
             try:
-                figure.write_image(image)
+                data = figure.to_image(format="png")
             except Exception as e:  # plotly needs kaleido and a browser to render images
                 from hpo.errors import HpoError
 
                 raise HpoError(f"wrote {out}, but cannot render PNG images ({e}); install "
                                "kaleido (pip install kaleido) or use the HTML") from e
+            image.write_bytes(data)
             written.append(image)
     return written

@@ -1,17 +1,25 @@
 """The study file: pydantic models of study.yaml and `load_spec`, where all validation happens.
 
 Modules, each importing only those before it: `base` (the strict section model, problems,
-hints), `space` (search-space entries), `search` (sampler and pruner), `trainer` (the
-objective and the built-in trainer), `describe` (validation errors in words), `stages`,
-`study` (StudySpec, checks across sections) and `loading` (YAML to a StudySpec). Beside them,
-using the spec and not re-exported here: `distributions` (entries as Optuna distributions)
-and `starter` (the starter files of `hpo init`).
+hints), `limits` (the built-in trainer's limits, one table: what each parameter can take and
+where a search of it stops), `space` (search-space entries), `search` (sampler and pruner),
+`trainer` (the objective and the built-in trainer), `describe` (validation errors in words),
+`stages`, `study` (StudySpec, checks across sections) and `loading` (YAML to a StudySpec).
+Beside them, using the spec and not re-exported here: `distributions` (entries as Optuna
+distributions) and `starter` (the starter files of `hpo init`).
 """
 
 from __future__ import annotations
 
 from hpo.spec.base import Choice, Problems, closest, did_you_mean
 from hpo.spec.describe import describe_error
+from hpo.spec.limits import (
+    TRAINER_LIMITS,
+    TRAINER_NAMES,
+    Limit,
+    natural_limits,
+    value_problem,
+)
 from hpo.spec.loading import load_spec, parse_assignments, parse_spec
 from hpo.spec.search import (
     EARLY_OPTIONS,
@@ -70,8 +78,10 @@ __all__ = [
     "RUN_ONLY_FIELDS",
     "SAMPLER_PACKAGES",
     "TPE_OPTIONS",
+    "TRAINER_LIMITS",
     "TRAINER_EXTRA_PARAMS",
     "TRAINER_METRICS",
+    "TRAINER_NAMES",
     "TRAINER_PARAMS",
     "CategoricalParam",
     "Choice",
@@ -82,6 +92,7 @@ __all__ = [
     "FloatParam",
     "HeartbeatSpec",
     "IntParam",
+    "Limit",
     "LimitsSpec",
     "ModelSpec",
     "ObjectiveSpec",
@@ -101,8 +112,10 @@ __all__ = [
     "did_you_mean",
     "fits",
     "load_spec",
+    "natural_limits",
     "parse_assignments",
     "parse_spec",
     "searched_categoricals",
     "stage_study_name",
+    "value_problem",
 ]

@@ -9,6 +9,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from hpo.spec.base import Choice, Problems, Strict, closest
 from hpo.spec.describe import describe_error
+from hpo.spec.limits import value_problem
 from hpo.spec.search import PrunerSpec, SamplerSpec, check_sampler
 from hpo.spec.space import Param, allowed_values, check_conditions, check_grid, fits
 from hpo.spec.stages import MIN_TRIALS_TO_REFINE, StageSpec
@@ -75,7 +76,7 @@ class StudySpec(Strict):
         elif self.n_trials is None and self.timeout is None:
             problems.append("n_trials: set n_trials (or a timeout) so the study can end")
         check_conditions(self.search_space, problems)
-        _check_enqueue(self.enqueue, self.search_space, problems)
+        _check_enqueue(self.enqueue, self.search_space, bool(self.objective.trainer), problems)
         if self.sampler.type == "grid":
             check_grid(self.search_space, problems)
         check_sampler(self.sampler.type, self.search_space, problems)
@@ -107,12 +108,16 @@ class StudySpec(Strict):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _check_enqueue(enqueue: list[dict[str, Any]], space: dict[str, Any],
+def _check_enqueue(enqueue: list[dict[str, Any]], space: dict[str, Any], trainer: bool,
                    problems: Problems) -> None:
     for i, params in enumerate(enqueue):
         for name, value in params.items():
             entry = space.get(name)
-            if entry is not None and not fits(entry, value):
+            fix = "enqueue a value the trainer takes"
+            problem = value_problem(name, value, fix) if trainer else None
+            if problem is not None:
+                problems.append(f"enqueue.{i}.{name}: {problem}")
+            elif entry is not None and not fits(entry, value):
                 problems.append(f"enqueue.{i}.{name}: {value!r} is outside the entry's range "
                                 f"({allowed_values(entry)}); enqueue a value it can take")
 
@@ -159,6 +164,11 @@ def _check_stage(spec: StudySpec, i: int, params: list[str], valued: set[str]) -
                 hint = closest(name, list(spec.search_space))
                 suffix = f"; did you mean {hint!r}?" if hint else ""
                 raise ValueError(f"{where}.{key}: {name!r} is not in search_space{suffix}")
+    for name, value in stage.fixed.items():
+        fix = "fix it at a value the trainer takes"
+        problem = value_problem(name, value, fix) if spec.objective.trainer else None
+        if problem is not None:
+            raise ValueError(f"{where}.fixed.{name}: {problem}")
     both = set(params) & set(stage.fixed)
     if both:
         raise ValueError(f"{where}: {sorted(both)[0]!r} is both searched (params) and "

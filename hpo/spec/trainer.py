@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from hpo.spec.base import Problems, Strict, did_you_mean
+from hpo.spec.limits import TRAINER_LIMITS, range_problems, value_problem
 from hpo.spec.space import CategoricalParam
 from hpo.training.config import (
     METRIC_DIRECTIONS,
@@ -33,6 +33,12 @@ LR_SCHEDULES = get_args(LrScheduleName)
 TRAINER_METRICS = METRIC_DIRECTIONS
 _DATA = DataConfig()
 _TRAIN = TrainConfig()
+
+
+def _bounded(name: str, default: Any) -> Any:
+    """A trainer field's default, bounded by the trainer's hard limits (`hpo.spec.limits`):
+    a fixed value obeys the same bounds as a searched one."""
+    return Field(default=default, **TRAINER_LIMITS[name].field())
 
 
 class DataSpec(Strict):
@@ -62,32 +68,32 @@ class ModelSpec(Strict):
     hidden: list[int] = Field(default=_TRAIN.hidden)
     activation: ActivationName = _TRAIN.activation
     batch_norm: bool = _TRAIN.batch_norm
-    dropout: float = Field(default=_TRAIN.dropout, ge=0, lt=1)
+    dropout: float = _bounded("dropout", _TRAIN.dropout)
     initializer: InitializerName = _TRAIN.initializer
 
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, hidden: list[int]) -> list[int]:
-        if any(width < 1 for width in hidden):
+        if not all(TRAINER_LIMITS["hidden_units"].allows(width) for width in hidden):
             raise ValueError(f"every hidden layer needs at least 1 unit, got {hidden}")
         return hidden
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(default=_TRAIN.epochs, ge=1)
-    batch_size: int = Field(default=_TRAIN.batch_size, ge=1)
-    lr: float = Field(default=_TRAIN.lr, gt=0)
+    epochs: int = _bounded("epochs", _TRAIN.epochs)
+    batch_size: int = _bounded("batch_size", _TRAIN.batch_size)
+    lr: float = _bounded("lr", _TRAIN.lr)
     optimizer: OptimizerName = _TRAIN.optimizer
     # None: 0.9 for momentum/nesterov
-    momentum: float | None = Field(default=_TRAIN.momentum, ge=0, lt=1)
-    weight_decay: float = Field(default=_TRAIN.weight_decay, ge=0)
+    momentum: float | None = _bounded("momentum", _TRAIN.momentum)
+    weight_decay: float = _bounded("weight_decay", _TRAIN.weight_decay)
     # multiply lr by this per epoch
-    lr_decay: float | None = Field(default=_TRAIN.lr_decay, gt=0, le=1)
+    lr_decay: float | None = _bounded("lr_decay", _TRAIN.lr_decay)
     lr_schedule: LrScheduleName = _TRAIN.lr_schedule
     # the step schedule's period
     lr_step_epochs: int = Field(default=_TRAIN.lr_step_epochs, ge=1)
-    grad_clip: float | None = Field(default=_TRAIN.grad_clip, gt=0)
-    early_stop_patience: int | None = Field(default=_TRAIN.early_stop_patience, ge=1)
+    grad_clip: float | None = _bounded("grad_clip", _TRAIN.grad_clip)
+    early_stop_patience: int | None = _bounded("early_stop_patience", _TRAIN.early_stop_patience)
     device: DeviceName = _TRAIN.device
     threads: int | None = Field(default=_TRAIN.threads, ge=1)
     seed: int = _TRAIN.seed
@@ -167,17 +173,11 @@ def _check_trainer_entry(name: str, entry: Any) -> None:
         raise ValueError(f"search_space.{name}: the mlp trainer does not use {name!r}; "
                          f"{did_you_mean(name, list(TRAINER_PARAMS))}it uses: "
                          f"{', '.join(TRAINER_PARAMS)}")
-    allowed = {"initializer": INITIALIZERS, "optimizer": OPTIMIZERS,
-               "activation": ACTIVATIONS}.get(name)
-    if allowed and isinstance(entry, CategoricalParam):
-        for choice in entry.choices:
-            if choice not in allowed:
-                raise ValueError(f"search_space.{name}.choices: unknown {name} {choice!r}; "
-                                 f"allowed: {', '.join(allowed)}")
-    if name == "hidden" and isinstance(entry, CategoricalParam):
-        for choice in entry.choices:
-            if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*|[1-9]\d*x[1-9]\d*", str(choice)):
-                raise ValueError(
-                    f"search_space.hidden.choices: {choice!r} is not a layer shape; write 128 "
-                    '(one layer), "128,64" (one width a layer) or "128x3" (3 layers of 128)'
-                )
+    # Every value the entry can take, against the trainer's limits (`hpo.spec.limits`).
+    if isinstance(entry, CategoricalParam):
+        problems = [f"search_space.{name}.choices: {problem}" for choice in entry.choices
+                    if (problem := value_problem(name, choice, "drop that choice")) is not None]
+    else:
+        problems = range_problems(name, entry)
+    if problems:
+        raise ValueError("\n".join(problems))

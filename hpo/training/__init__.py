@@ -6,6 +6,16 @@ tested on its own; `hpo.worker.objective` adapts an Optuna trial to it. `config`
 contracts, free of torch: the names, the config dataclasses and why a run stopped.
 """
 
+import os
+
+# OpenMP threads that spin while they wait hold the cores a descheduled sibling needs: beside
+# a CPU hog, a digits trial with `train.threads: 2` took 5-40x its one-thread time; waiting
+# passively, 1.1-1.2x (`benchmarks/contention.py`). libgomp reads the policy once, as torch
+# loads it: hence here, before any hpo module imports torch. A value the user set wins, and
+# a process that imported torch first keeps libgomp's default (the trainer's default of one
+# thread, `loop.default_threads`, never waits, so it holds up either way).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # How many local workers share this machine's cores (set by `hpo run --workers`); kept here,
 # free of torch, so the worker launcher can set it without importing torch.
 LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -12,7 +11,6 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from hpo.training import LOCAL_WORKERS_ENV
 from hpo.training.config import METRIC_DIRECTIONS, MetricName, Stop, TrainConfig
 from hpo.training.data import Dataset
 from hpo.training.divergence import training_monitor
@@ -73,9 +71,16 @@ def usable_cpus() -> int:
 
 
 def default_threads() -> int:
-    """The usable CPUs divided among the local workers, at least one each."""
-    workers = max(1, int(os.environ.get(LOCAL_WORKERS_ENV, "1")))
-    return max(1, usable_cpus() // workers)
+    """Torch's intra-op threads for a run whose config does not say (`train.threads`): one,
+    on every path (`hpo run`'s workers, `--workers 1`, stages, `hpo.run`, check, lr-find).
+
+    The trainer's MLPs are small: per-operation overhead, not arithmetic, bounds a step, so a
+    second thread gains little on idle cores, and on a busy machine each parallel region
+    waits for a thread the scheduler has put behind other work: beside a CPU hog, a digits
+    trial on 2 threads took 5-40x its one-thread time (`benchmarks/contention.py`). More
+    cores serve more one-thread workers, which `hpo run` forks by itself.
+    """
+    return 1
 
 
 def warm_up() -> None:

@@ -201,6 +201,9 @@ def format_result(found: LrFind) -> str:
     ])
 
 
+PLOT_FORMATS = {".html": "html", ".htm": "html", ".png": "png"}  # --out's suffix: format
+
+
 def write_plot(found: LrFind, out: Path) -> None:
     """The smoothed loss against lr (log axis), each seed, the suggested range shaded."""
     import plotly.graph_objects as go
@@ -226,13 +229,21 @@ def write_plot(found: LrFind, out: Path) -> None:
     figure.update_layout(title=f"LR range test<br><sup>{found.setup}</sup>",
                          xaxis_title="learning rate", yaxis_title="training loss (smoothed)",
                          xaxis_type="log")
-    if out.suffix.lower() == ".png":
+    # Rendered first, then written: an OSError here is the file's (a full disk), not
+    # plotly's, and the caller names --out for it.
+    if plot_format(out) == "png":
         try:
-            figure.write_image(out)
+            image = figure.to_image(format="png")
         except Exception as e:  # plotly needs kaleido and a browser to render images
             raise HpoError(f"cannot write {out} ({str(e).splitlines()[0]}); install kaleido "
                            "(pip install kaleido) or write an .html plot") from e
-    elif out.suffix.lower() in (".html", ".htm"):
-        figure.write_html(out, include_plotlyjs=True)
+        out.write_bytes(image)
     else:
+        out.write_text(figure.to_html(include_plotlyjs=True), encoding="utf-8")
+
+
+def plot_format(out: Path) -> str:
+    """The plot's format by `out`'s suffix, html or png; checked before the range test runs."""
+    if out.suffix.lower() not in PLOT_FORMATS:
         raise HpoError(f"--out {out}: write a .html or .png file")
+    return PLOT_FORMATS[out.suffix.lower()]

@@ -7,7 +7,7 @@ where the evidence says so and never takes a value away that the search could st
   where enough trials went beyond the new edge and none reached the top (the rule for
   categorical choices, below); where the best lies near an edge of that box, the old edge is
   kept on that side (the optimum may lie beyond the best seen); an edge warning's widening
-  goes past it, never past a limit.
+  goes past it, never past a limit nor past what the built-in trainer takes.
 - A numeric entry is never fixed, whatever its importance: importance is relative to
   today's ranges, and an entry that looks negligible while others are wide becomes the one
   that matters once they are narrowed. Its PED-ANOVA importance is kept as a comment.
@@ -35,7 +35,7 @@ from hpo.spec import MIN_TRIALS_TO_REFINE, CategoricalParam, FloatParam, IntPara
 if TYPE_CHECKING:
     import optuna
 
-    from hpo.spec import Param, StudySpec
+    from hpo.spec import Limit, Param, StudySpec
 
 MIN_COMPLETE = MIN_TRIALS_TO_REFINE  # fewer completed trials say too little to narrow anything
 TOP_FRACTION = 0.2  # the top trials: the best fifth, at least TOP_MIN of them
@@ -102,9 +102,17 @@ def _keep_old(sides: list[str], low: float, high: float, old_low: float, old_hig
     return (old_low if "low" in sides else low), (old_high if "high" in sides else high)
 
 
+def _takes(value: float, limits: tuple[float | None, float | None], hard: Limit | None) -> bool:
+    """Whether `value` lies within an entry's limits and is one the trainer takes."""
+    low_limit, high_limit = limits
+    return ((low_limit is None or value >= low_limit)
+            and (high_limit is None or value <= high_limit)
+            and (hard is None or hard.allows(value)))
+
+
 def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best: float,
              limits: tuple[float | None, float | None], edge: Any,
-             tried: list[float]) -> tuple[dict, str]:
+             tried: list[float], hard: Limit | None = None) -> tuple[dict, str]:
     log = entry.log
     t = math.log if log else float
     back = math.exp if log else float
@@ -154,10 +162,11 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
         origin = entry.low
         low = origin + math.floor((low - origin) / step + 1e-9) * step
         high = origin + math.ceil((high - origin) / step - 1e-9) * step
-        if isinstance(entry, IntParam):
-            low, high = int(low), int(high)
-        else:
-            low, high = _clean(low), _clean(high)
+        on_grid = int if isinstance(entry, IntParam) else _clean
+        low, high = on_grid(low), on_grid(high)
+        # Rounded out to the grid, an edge may cross a limit: it comes a step back in.
+        low = low if _takes(low, limits, hard) else on_grid(low + step)
+        high = high if _takes(high, limits, hard) else on_grid(high - step)
         if low >= high:  # the top trials agree on one value: keep a step either side
             if high + step <= entry.high:
                 high = high + step
@@ -172,6 +181,9 @@ def _numeric(name: str, entry: FloatParam | IntParam, values: list[float], best:
         # Rounding must not cross a limit either.
         low = max(low, low_limit) if low_limit is not None else low
         high = min(high, high_limit) if high_limit is not None else high
+    # Never what the trainer cannot take: the old edge, checked when the file was read.
+    low = low if hard is None or hard.allows(low) else entry.low
+    high = high if hard is None or hard.allows(high) else entry.high
     data.update(low=low, high=high)
     text = f"{name}: {entry.low:g} .. {entry.high:g} -> {low:g} .. {high:g}: " + "; ".join(why)
     return data, text
@@ -222,7 +234,8 @@ def refine_space(spec: StudySpec, study: optuna.Study) -> Refinement:
         else:
             space[name], comments[name] = _numeric(
                 name, entry, values, best.params[name], limits.get(name, (None, None)),
-                edges.get(name), [t.params[name] for t in finished if name in t.params])
+                edges.get(name), [t.params[name] for t in finished if name in t.params],
+                limits.hard.get(name))
         if name in importance:
             comments[name] += f" (PED-ANOVA importance {importance[name]:.2f})"
         if entry.when:

@@ -12,6 +12,7 @@ from hpo.spec import (
     FloatParam,
     did_you_mean,
     parse_assignments,
+    value_problem,
 )
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ def searched_lr(spec: StudySpec) -> FloatParam | None:
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`NAME=VALUE` pairs (values read as YAML scalars) for the trainer's parameters."""
+    """`NAME=VALUE` pairs (values read as YAML scalars) for the trainer's parameters, each
+    checked against the trainer's limits (`hpo.spec.limits`)."""
     overrides = parse_assignments(pairs, "--param ", "optimizer=sgd")
     for pair in pairs:
         name = pair.partition("=")[0]
@@ -48,6 +50,10 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
             raise HpoError(f"--param {pair!r}: the mlp trainer has no parameter {name!r}; "
                            f"{did_you_mean(name, list(TRAINER_PARAMS))}it has: "
                            f"{', '.join(TRAINER_PARAMS)}")
+    for name, value in overrides.items():
+        problem = value_problem(name, value, "give a value the trainer takes")
+        if problem is not None:
+            raise HpoError(f"--param {name}={value!r}: {problem}")
     return overrides
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hpo.errors import HpoError
-from hpo.spec import allowed_values, did_you_mean, fits
+from hpo.spec import allowed_values, did_you_mean, fits, value_problem
 
 if TYPE_CHECKING:
 
@@ -43,13 +43,18 @@ def read_configurations(path: Path) -> list[dict[str, Any]]:
 
 
 def check_configuration(spec: StudySpec, params: dict[str, Any], where: str) -> None:
-    """Refuse, in one line, a configuration the study's search space cannot take."""
+    """Refuse, in one line, a configuration the study's search space (or the built-in
+    trainer) cannot take."""
     space = spec.search_space
     for name, value in params.items():
         entry = space.get(name)
         if entry is None:
             raise HpoError(f"{where}: {name!r} is not in {spec.source.name}'s search_space; "
                            f"{did_you_mean(name, list(space))}it has: {', '.join(space)}")
+        fix = "give a value the trainer takes"
+        problem = value_problem(name, value, fix) if spec.objective.trainer else None
+        if problem is not None:
+            raise HpoError(f"{where}: {name}: {problem}")
         if not fits(entry, value):
             raise HpoError(f"{where}: {name}={value!r} is outside the search space "
                            f"({name}: {allowed_values(entry)} in {spec.source.name}); give a "

@@ -237,13 +237,12 @@ class _Worker:
         row, checked once for them all."""
         self._count(outcomes)
         if self.trials.failures_in_a_row >= self.spec.max_failures_in_a_row:
-            error = self.trials.last_error
             raise HpoError(
                 f"{self.trials.failures_in_a_row} trials in a row failed, the last "
-                f"with {type(error).__name__}: {error}; fix the objective (run with "
+                f"with {self.trials.last_reason}; fix the objective (run with "
                 "--debug for the traceback), or raise max_failures_in_a_row in "
                 "the study file"
-            ) from error
+            ) from self.trials.last_error
 
     def _count(self, outcomes: list[Outcome]) -> None:
         """Count trials' ends and show the best value on the progress bar."""

@@ -5,6 +5,9 @@ However it ends (a value, pruned, an exception, a signal), its attrs are flushed
 is told, both retried while the database is unreachable, so a trial that finished stays
 finished. If another worker failed the trial meanwhile (this worker was silent past `grace`),
 the result is dropped with one warning line: the queued retry runs it again.
+
+Whatever the objective raises, `sys.exit()` and a KeyboardInterrupt of its own included, fails
+its trial and no more, like any exception; only a signal (`hpo.signals`) stops the worker.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class TrialRunner:
             self.worker["worker_id"] = worker_id
         self.failures_in_a_row = 0
         self.last_error: BaseException | None = None
+        self.last_reason = ""  # the last failure's `fail_reason`
 
     def __call__(self, study: optuna.Study, trial: optuna.Trial) -> Outcome:
         """Run `trial` and tell the study; returns how it ended."""
@@ -140,22 +144,28 @@ class TrialRunner:
             reason = str(e) or "pruned by the objective"
             outcome = Outcome(TrialState.PRUNED, attrs={"prune_reason": reason})
             self.failures_in_a_row = 0
-        except KeyboardInterrupt:
-            outcome = Outcome(TrialState.FAIL, attrs={"fail_reason": "interrupted by a signal"})
-        except Exception as e:
-            lost = connection_error(e)
-            if lost is not None:  # not the objective's fault: the database went away
-                reason = f"lost the database while it ran: {type(lost).__name__}"
-            else:
-                reason = f"{type(e).__name__}: {e}"
-                self.failures_in_a_row += 1
-                self.last_error = e
-            outcome = Outcome(TrialState.FAIL, attrs={"fail_reason": reason},
-                              lost_database=lost is not None)
-            logger.warning("trial %d failed: %s", trial.number, reason,
-                           exc_info=logger.isEnabledFor(logging.DEBUG))
+        except BaseException as e:  # sys.exit() and KeyboardInterrupt too: it is user code
+            outcome = self._failed(trial, e)
         outcome.attrs["duration_s"] = round(time.perf_counter() - started, 6)
         return outcome
+
+    def _failed(self, trial: optuna.Trial, error: BaseException) -> Outcome:
+        """The end of a trial whose objective raised `error`: FAIL, and why."""
+        if self.signals.stop.is_set() and not isinstance(error, Exception):
+            # This worker's signal handler raised a KeyboardInterrupt (`hpo.signals`), which
+            # the objective may have turned into a sys.exit(): the worker stops.
+            return Outcome(TrialState.FAIL, attrs={"fail_reason": "interrupted by a signal"})
+        lost = connection_error(error) if isinstance(error, Exception) else None
+        if lost is not None:  # not the objective's fault: the database went away
+            reason = f"lost the database while it ran: {type(lost).__name__}"
+        else:
+            reason = failure_reason(error)
+            self.failures_in_a_row += 1
+            self.last_error, self.last_reason = error, reason
+        logger.warning("trial %d failed: %s", trial.number, reason,
+                       exc_info=logger.isEnabledFor(logging.DEBUG))
+        return Outcome(TrialState.FAIL, attrs={"fail_reason": reason},
+                       lost_database=lost is not None)
 
     def _store(self, study: optuna.Study, trial: optuna.Trial, recorder: TrialRecorder,
                outcome: Outcome) -> TrialState | None:
@@ -177,6 +187,18 @@ class TrialRunner:
             self.retrying(lambda: queue_retry(study, told, self.spec.heartbeat.max_retries),
                           f"queueing a retry of trial {trial.number}")
         return told.state
+
+
+def failure_reason(error: BaseException) -> str:
+    """A failed objective's `fail_reason`: its exception's type and message, and what a
+    `sys.exit()` or a KeyboardInterrupt that no signal raised means."""
+    if isinstance(error, SystemExit):
+        code = "" if error.code is None else repr(error.code)
+        return f"SystemExit: the objective called sys.exit({code})"
+    if isinstance(error, KeyboardInterrupt):
+        said = f" ({error})" if str(error) else ""
+        return f"KeyboardInterrupt: raised by the objective, not by a signal{said}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _finite(value: Any) -> float:

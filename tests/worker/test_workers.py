@@ -215,7 +215,7 @@ def test_trainer_workers_are_forked_after_startup(tmp_path):
     done = trials(url, name)
     assert Counter(t.state for t in done)[TrialState.COMPLETE] == 6
     assert {t.user_attrs["worker_id"] for t in done} == {"0", "1"}
-    assert {t.user_attrs["threads"] for t in done} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    assert {t.user_attrs["threads"] for t in done} == {1}  # one thread each, on every path
 
 
 def test_hpo_run_uses_every_cpu_for_the_trainer_only_when_it_pays(tmp_path):
