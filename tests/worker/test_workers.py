@@ -260,10 +260,14 @@ def test_sigterm_stops_forked_trainer_workers_leaving_nothing_running(tmp_path):
 
 
 def test_password_never_appears(tmp_path):
+    from sqlalchemy import make_url
+
     # The test server trusts local connections, so it accepts any password in the URL.
     base = server_url("postgresql")
-    url = base.replace("postgres@", "postgres:s3cret-pw@", 1)
+    url = make_url(base).set(password="s3cret-pw").render_as_string(hide_password=False)
     assert "s3cret-pw" in url
+    # Nothing listens on port 1 of the loopback: refused at once, whatever the server's port.
+    unreachable = make_url(url).set(host="127.0.0.1", port=1)
     path, name = sleepy_study(tmp_path, n_trials=4, sleep=0.0)
     outputs = wait_all(start_workers(path, url, 2))
     status = subprocess.run([HPO, "status", str(path), "--json"], capture_output=True, text=True,
@@ -271,7 +275,7 @@ def test_password_never_appears(tmp_path):
     export = subprocess.run([HPO, "export", str(path), "--format", "json"], capture_output=True,
                             text=True, env={**os.environ, "HPO_STORAGE": url}, timeout=60)
     bad = subprocess.run([HPO, "run", str(path), "--storage",
-                          url.replace("127.0.0.1:5432", "127.0.0.1:1")],
+                          unreachable.render_as_string(hide_password=False)],
                          capture_output=True, text=True, timeout=60)
     texts = [o for _, out, err in outputs for o in (out, err)]
     texts += [status.stdout, status.stderr, export.stdout, export.stderr, bad.stdout, bad.stderr]
