@@ -4,7 +4,8 @@ Outside the objective a signal only sets `stop`, a flag that every wait of the w
 study lock, the wait for others' trials, the backoff of a retry) waits on, so it ends at
 once; storage writes in progress finish, so a trial is never left half-written. Inside the
 objective, which may be anyone's code, the signal raises KeyboardInterrupt and the trial is
-recorded FAIL.
+recorded FAIL. hpo's own helper threads never take these signals (`helper_thread`), so the
+kernel always hands them to the main thread, where Python runs the handler.
 """
 
 from __future__ import annotations
@@ -12,12 +13,33 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WAIT_SLICE_S = 0.05
+
+
+def helper_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """A started daemon thread that blocks SIGINT and SIGTERM.
+
+    The kernel hands a process's signal to any one of its threads that does not block it.
+    Python runs the handler in the main thread, but only at its next bytecode: a signal taken
+    by a helper thread leaves the main thread's blocking call (an objective's `time.sleep(60)`,
+    a long C kernel) running to its end before the worker hears of it. The thread inherits the
+    mask it is started under, so it never holds the signals even for an instant.
+    """
+    thread = threading.Thread(target=target, daemon=True, name=name)
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to choose between
+        thread.start()
+        return thread
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(EXIT_CODES))
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return thread
 
 
 class StopFlag:

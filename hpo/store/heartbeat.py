@@ -28,6 +28,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from hpo.signals import helper_thread
 from hpo.store import optuna_compat as compat
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ class Heartbeat:
         self._interval = interval
         self._on_lost = on_lost
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name=f"hpo-heartbeat-{trial_id}")
+        self._thread: threading.Thread | None = None
         self.failures = 0
 
     def _beat(self) -> None:
@@ -63,14 +63,15 @@ class Heartbeat:
                              self._trial_id, type(e).__name__, self._interval)
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self._thread = helper_thread(self._beat, name=f"hpo-heartbeat-{self._trial_id}")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         # A beat in flight during an outage can take the connect timeout (10 s); the worker
         # does not wait for it (a late beat of a finished trial changes nothing).
-        self._thread.join(timeout=1.0)
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
 
 
 class Reaper:

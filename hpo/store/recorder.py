@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from hpo.signals import helper_thread
 from hpo.store import optuna_compat as compat
 from hpo.training.divergence import DivergenceMonitor
 
@@ -84,9 +85,8 @@ class TrialRecorder:
 
     def start(self) -> None:
         """Flush in the background too, so a trial that never reports still shows its worker."""
-        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True,
-                                         name=f"hpo-recorder-{self._trial_id}")
-        self._flusher.start()
+        self._flusher = helper_thread(self._flush_periodically,
+                                      name=f"hpo-recorder-{self._trial_id}")
 
     def close(self) -> None:
         """Stop background flushing; call `flush` after it for the last rows."""
