@@ -30,6 +30,7 @@ def run(path: str | Path, **overrides: Any) -> optuna.Study:
     from hpo.worker import runner
 
     options = {k: overrides.pop(k) for k in RUN_OPTIONS if k in overrides}
+    _check_counts(options)
     workers = options.pop("workers", 1)
     spec = _load_spec(Path(path), overrides)
     if workers > 1 and overrides:
@@ -50,6 +51,21 @@ def run(path: str | Path, **overrides: Any) -> optuna.Study:
     if result is None or result.study is None:
         return load(path, storage=options.get("storage"))
     return result.study
+
+
+def _check_counts(options: dict[str, Any]) -> None:
+    """Refuse what `hpo run` refuses: a count below 1 or a timeout that is not positive."""
+    for name, least in (("n_trials", 1), ("workers", 1)):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < least):
+            raise HpoError(f"hpo.run: {name}={value!r}: give a whole number of at least "
+                           f"{least}, as `hpo run --{name.replace('_', '-')}` takes")
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise HpoError(f"hpo.run: timeout={timeout!r}: give a number of seconds above 0, or "
+                       "leave it out for no limit")
 
 
 def load(path: str | Path, storage: str | None = None, study: str | None = None

@@ -43,7 +43,8 @@ def test_run_takes_overrides_and_load_reads_the_study_back(tmp_path):
     loaded = hpo.load(path)
     assert [t.params for t in loaded.trials] == [t.params for t in study.trials]
     # The override is part of the study's identity: the file as written is another spec.
-    with pytest.raises(HpoError, match="sampler.type is 'random' there but not set"):
+    changed = r"sampler.type is 'random' there but 'tpe' \(the default\)"
+    with pytest.raises(HpoError, match=changed):
         hpo.run(path, n_trials=6, quiet=True)
     again = hpo.run(path, n_trials=6, sampler={"type": "random", "seed": 3}, quiet=True)
     assert len(again.trials) == 6
@@ -71,4 +72,14 @@ def test_mistakes_are_one_line_errors(tmp_path):
         hpo.run(path, search_space={"x": {"type": "float", "low": 1.0, "high": 0.0}})
     with pytest.raises(HpoError, match="no study database at"):
         hpo.load(path)
+    assert not (tmp_path / "quad.db").exists()
+
+
+@pytest.mark.parametrize("option, value", [("n_trials", 0), ("n_trials", -3), ("workers", 0),
+                                           ("n_trials", 2.5), ("timeout", 0), ("timeout", -1)])
+def test_counts_the_cli_refuses_are_refused_before_anything_is_written(tmp_path, option, value):
+    path = write_study(tmp_path, QUAD)
+    with pytest.raises(HpoError) as raised:
+        hpo.run(path, **{option: value})
+    assert str(raised.value).startswith(f"hpo.run: {option}={value!r}: give a")
     assert not (tmp_path / "quad.db").exists()

@@ -76,8 +76,19 @@ def upgraded_identity(stored: dict[str, Any], version: int, current: dict[str, A
     return stored
 
 
-def _shown(value: Any) -> str:
-    return "not set (the default)" if value is None else repr(value)
+def _shown(value: Any, default: Any) -> str:
+    """A compared value as the message shows it: one an identity leaves out is the default."""
+    if value is not None:
+        return repr(value)
+    return "not set (the default)" if default is None else f"{default!r} (the default)"
+
+
+def _default_at(spec: StudySpec, where: str) -> Any:
+    """The spec's value at a dotted path (its default, where its identity leaves it out)."""
+    value: Any = spec.normalized()
+    for key in where.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
@@ -106,11 +117,14 @@ def check_identity(study: optuna.Study, spec: StudySpec, url: str) -> None:
     difference = first_difference(upgraded, current)
     if difference:
         where, old, new = difference
+        # An identity leaves out what is at its default: where the file's leaves a field out,
+        # the spec's value there is that default (a field only the stored one lacks: unknown).
+        default = _default_at(spec, where) if new is None else None
         raise StorageError(
             f"study {spec.name!r} in {mask_url(url)} was created from a different spec: "
-            f"{where} is {_shown(old)} there but {_shown(new)} in {spec.source.name}; to start "
-            f"a new study, change `name:` in the file (or delete the old one: optuna "
-            f"delete-study --study-name {spec.name} --storage URL)"
+            f"{where} is {_shown(old, default)} there but {_shown(new, default)} in "
+            f"{spec.source.name}; to start a new study, change `name:` in the file (or delete "
+            f"the old one: hpo delete {spec.source.name})"
         )
     if version < SPEC_VERSION:
         study.set_user_attr(SPEC_ATTR, upgraded)

@@ -384,3 +384,18 @@ def test_an_older_studys_different_spec_is_refused_by_name(tmp_path):
     result = cli("run", path, "-q")
     assert result.exit_code == 1
     assert "search_space.x.high is 9.0 there but 5.0 in study.yaml" in result.output
+
+
+def test_a_changed_direction_names_both_values_and_hpo_delete(tmp_path):
+    # The file sets `direction: minimize`, the default: the message says so, not "not set".
+    path = write_study(tmp_path, study_yaml(direction="maximize", function="maximize",
+                                            n_trials=2))
+    assert cli("run", path, "-q").exit_code == 0
+    path.write_text(path.read_text().replace("direction: maximize", "direction: minimize"))
+    before = _rows(tmp_path / "quad.db")
+    result = cli("run", path, "-q")
+    assert result.exit_code == 1
+    assert ("direction is 'maximize' there but 'minimize' (the default) in study.yaml; to start "
+            "a new study, change `name:` in the file (or delete the old one: hpo delete "
+            "study.yaml)") in result.output
+    assert _rows(tmp_path / "quad.db") == before
